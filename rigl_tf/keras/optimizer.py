@@ -1,0 +1,420 @@
+"""SparseOptimizer: wraps any Keras 3 optimizer and keeps a sparse model sparse.
+
+Each step, inside ``model.fit``'s compiled train step (or a user's ``tf.function``):
+
+1. at ``rewind_step``, snapshot every trainable variable (before the weight update);
+2. mask the gradients of masked weights, so the inner optimizer's slots never accumulate
+   at inactive positions, and run the inner optimizer's step;
+3. if the updater says so, compute new masks from the all-reduced dense gradients and
+   apply them: exact counts, zero weights at newly grown connections, optimizer slots
+   reset wherever a connection is not kept;
+4. re-apply masks to the weights (exact zeros whatever the inner optimizer did).
+
+Steps 1, 3 and 4 run in cross-replica context (``merge_call``), so under
+``tf.distribute`` every replica ends with identical masks, weights and slots. The only
+clock is ``optimizer.iterations`` (the inner optimizer's).
+
+Custom training loop::
+
+    opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.1, momentum=0.9),
+                                  rigl_tf.updaters.RigL(update_freq=100))
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply(grads, model.trainable_variables)
+"""
+
+from typing import Dict, List
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.saving import serialization_lib
+
+from rigl_tf.keras import updaters as updaters_lib
+from rigl_tf.keras.wrapper import get_mask
+
+_SUM = tf.distribute.ReduceOp.SUM
+
+# Optimizer state that must be reset where a connection is (re)activated or dropped:
+# (attribute holding a list of per-variable slots, reset value or name of the attribute
+# holding it). Looked up along the inner optimizer's MRO.
+_SLOTS: Dict[type, list] = {}
+
+
+def register_optimizer_slots(optimizer_class, slots):
+    """Declares how to reset the per-variable state of an optimizer class.
+
+    Args:
+      optimizer_class: a ``keras.optimizers.Optimizer`` subclass.
+      slots: list of ``(attribute, reset)``: ``attribute`` holds a list of per-variable
+        slot variables (indexed like the optimizer's variables); ``reset`` is the value a
+        fresh slot has (a number, or the name of an optimizer attribute holding it).
+    """
+    _SLOTS[optimizer_class] = list(slots)
+
+
+_O = keras.optimizers
+register_optimizer_slots(_O.SGD, [("momentums", 0.0)])
+register_optimizer_slots(
+    _O.Adam, [("_momentums", 0.0), ("_velocities", 0.0), ("_velocity_hats", 0.0)]
+)
+register_optimizer_slots(
+    _O.RMSprop, [("_velocities", 0.0), ("_momentums", 0.0), ("_average_gradients", 0.0)]
+)
+register_optimizer_slots(_O.Adagrad, [("_accumulators", "initial_accumulator_value")])
+register_optimizer_slots(_O.Nadam, [("_momentums", 0.0), ("_velocities", 0.0)])
+register_optimizer_slots(_O.Adamax, [("_m", 0.0), ("_u", 0.0)])
+register_optimizer_slots(_O.Lion, [("_momentums", 0.0)])
+register_optimizer_slots(
+    _O.Adadelta, [("_accumulated_grads", 0.0), ("_accumulated_delta_vars", 0.0)]
+)
+register_optimizer_slots(
+    _O.Ftrl, [("_accumulators", "initial_accumulator_value"), ("_linears", 0.0)]
+)
+register_optimizer_slots(_O.Lamb, [("_momentums", 0.0), ("_velocities", 0.0)])
+
+
+def _base_optimizer(optimizer):
+    while isinstance(optimizer, _O.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def slot_spec(optimizer):
+    """The registered slot spec of an optimizer (via its MRO), or None if unknown."""
+    for cls in type(_base_optimizer(optimizer)).__mro__:
+        if cls in _SLOTS:
+            return _SLOTS[cls]
+    return None
+
+
+def _tf_var(v):
+    return v.value if isinstance(v, keras.Variable) else v
+
+
+@keras.saving.register_keras_serializable(package="rigl_tf")
+class SparseOptimizer(keras.optimizers.Optimizer):
+    """Optimizer wrapper that masks gradients, runs an updater and captures rewind points.
+
+    Args:
+      inner_optimizer: any Keras 3 optimizer (SGD with or without (Nesterov) momentum,
+        Adam, AdamW, RMSprop, ... ). Its ``iterations`` is the only step counter.
+      updater: a ``rigl_tf.updaters.Updater`` or a registered name ('static', 'set',
+        'rigl', 'rigl_inverted', 'snfs', 'magnitude', 'random'); default 'static'.
+      rewind_step: if set (>= 0), the trainable weights after that many steps are saved in
+        checkpointed variables; :meth:`rewind` restores them under the current masks.
+      name: optimizer name.
+
+    Raises:
+      TypeError: if ``inner_optimizer`` is not a Keras 3 optimizer.
+      ValueError: for an unknown updater, a bad ``rewind_step``, or a DST updater with an
+        inner optimizer whose state cannot be reset at regrown connections.
+    """
+
+    def __init__(self, inner_optimizer, updater="static", rewind_step=None, name=None,
+                 **kwargs):
+        if kwargs:
+            raise ValueError(
+                f"SparseOptimizer does not accept {sorted(kwargs)}; set those on the "
+                f"inner optimizer."
+            )
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                f"`inner_optimizer` must be a Keras 3 optimizer, got "
+                f"{type(inner_optimizer).__name__}."
+            )
+        if isinstance(inner_optimizer, SparseOptimizer):
+            raise TypeError("`inner_optimizer` is already a SparseOptimizer.")
+        updater = updaters_lib.get_updater(updater)
+        if updater.regrows and slot_spec(inner_optimizer) is None:
+            known = sorted(c.__name__ for c in _SLOTS)
+            raise ValueError(
+                f"`inner_optimizer` {type(inner_optimizer).__name__} has optimizer state "
+                f"that rigl_tf does not know how to reset at regrown connections (needed by "
+                f"updater {updater.name!r}). Supported: {', '.join(known)}; declare others "
+                f"with rigl_tf.register_optimizer_slots."
+            )
+        if rewind_step is not None and (
+            isinstance(rewind_step, bool) or not isinstance(rewind_step, (int, np.integer))
+            or rewind_step < 0
+        ):
+            raise ValueError(f"`rewind_step` must be None or an integer >= 0, got {rewind_step!r}.")
+        super().__init__(learning_rate=0.0, name=name or "sparse_optimizer")
+        self.inner_optimizer = inner_optimizer
+        self._updater = _Untracked(updater)
+        self.rewind_step = None if rewind_step is None else int(rewind_step)
+        self._items = _Untracked([])
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def updater(self) -> updaters_lib.Updater:
+        """The mask updater (not tracked: it holds no variables of its own)."""
+        return self._updater.value
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def masked_items(self) -> List[updaters_lib.MaskedVar]:
+        return self._items.value
+
+    # ------------------------------------------------------------------ build
+    def build(self, var_list):
+        if self.built:
+            return
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+        items = []
+        for v in var_list:
+            mask = get_mask(v)
+            if mask is not None:
+                shape = tuple(int(d) for d in v.shape)
+                items.append(updaters_lib.MaskedVar(
+                    len(items), v.path, v, mask, shape, int(np.prod(shape))))
+        if not items:
+            raise ValueError(
+                "SparseOptimizer found no masked weights among the trainable variables; "
+                "the model has no SparseWrapper layers (call rigl_tf.sparsify first)."
+            )
+        self._items = _Untracked(items)
+        self._var_index = _Untracked({id(it.var): it for it in items})
+        self._slot_lists = _Untracked(self._find_slots(items))
+        updater = self.updater
+        updater.build(items)
+        self._states = []
+        if updater.needs_state:
+            self._states = [
+                self.add_variable_from_reference(it.var, name="updater_state") for it in items
+            ]
+        self._snapshots = []
+        if self.rewind_step is not None:
+            self._snapshots = [
+                self.add_variable_from_reference(v, name="rewind") for v in var_list
+            ]
+        self.last_update_step = self.add_variable(
+            shape=(), dtype="int64", initializer=keras.initializers.Constant(-1),
+            name="last_update_step", aggregation="only_first_replica")
+        self.last_drop_fraction = self.add_variable(
+            shape=(), dtype="float32", initializer="zeros", name="last_drop_fraction",
+            aggregation="only_first_replica")
+        self.last_num_changed = self.add_variable(
+            shape=(), dtype="int64", initializer="zeros", name="last_num_changed",
+            aggregation="only_first_replica")
+
+    def _find_slots(self, items):
+        spec = slot_spec(self.inner_optimizer) or []
+        base = _base_optimizer(self.inner_optimizer)
+        out = []
+        for it in items:
+            slots = []
+            index = base._get_variable_index(it.var)
+            for attr, reset in spec:
+                slot_list = getattr(base, attr, None) or []
+                if index < len(slot_list) and slot_list[index] is not None:
+                    value = getattr(base, reset) if isinstance(reset, str) else reset
+                    slots.append((slot_list[index], float(value)))
+            out.append(slots)
+        return out
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        if tf.distribute.in_cross_replica_context() and tf.distribute.has_strategy():
+            raise ValueError("SparseOptimizer.apply() must be called in a replica context.")
+        tf.distribute.get_replica_context().merge_call(
+            self._cross_replica_apply, args=(grads, trainable_variables)
+        )
+
+    def _replica_step(self, grads, variables):
+        masked = []
+        for g, v in zip(grads, variables):
+            item = self._var_index.value.get(id(v))
+            if g is None or item is None:
+                masked.append(g)
+            elif isinstance(g, tf.IndexedSlices):
+                rows = tf.gather(tf.cast(item.mask, g.values.dtype), g.indices)
+                masked.append(tf.IndexedSlices(g.values * rows, g.indices, g.dense_shape))
+            else:
+                masked.append(g * tf.cast(item.mask, g.dtype))
+        self.inner_optimizer.apply(masked, variables)
+
+    def _cross_replica_apply(self, distribution, grads, variables):
+        step = tf.convert_to_tensor(self.iterations)
+        step = tf.cast(step, tf.int64)
+        if self._snapshots:
+            tf.cond(
+                tf.equal(step, self.rewind_step),
+                lambda: self._take_snapshot(distribution, variables),
+                lambda: tf.no_op(),
+            )
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+
+        updater = self.updater
+        by_id = {id(v): g for g, v in zip(grads, variables)}
+        item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
+        if updater.needs_state:
+            reduced = self._reduce(distribution, item_grads)
+            for state, g in zip(self._states, reduced):
+                if g is not None:
+                    state.assign(updater.observe(state, tf.cast(g, state.dtype)))
+
+        if updater.name != "static":
+            tf.cond(
+                updater.should_update(step),
+                lambda: self._update_masks(distribution, step, item_grads),
+                lambda: tf.no_op(),
+            )
+        for item in self.masked_items:
+            distribution.extended.update(
+                _tf_var(item.var), _mask_assign, args=(_tf_var(item.mask),), group=False
+            )
+
+    def _reduce(self, distribution, grads):
+        out = []
+        for g in grads:
+            if g is None:
+                out.append(None)
+                continue
+            r = distribution.reduce(_SUM, g, axis=None)
+            if isinstance(r, tf.IndexedSlices):
+                r = tf.convert_to_tensor(r)
+            out.append(tf.cast(r, tf.float32))
+        return out
+
+    def _take_snapshot(self, distribution, variables):
+        for snap, v in zip(self._snapshots, variables):
+            snap.assign(tf.convert_to_tensor(v))
+        return tf.no_op()
+
+    def _update_masks(self, distribution, step, item_grads):
+        updater = self.updater
+        items = self.masked_items
+        grads = self._reduce(distribution, item_grads) if updater.needs_gradients else [
+            None
+        ] * len(items)
+        if updater.needs_gradients:
+            missing = [it.key for it, g in zip(items, grads) if g is None]
+            if missing:
+                raise ValueError(
+                    f"Updater {updater.name!r} needs gradients, but none were given for "
+                    f"{missing}."
+                )
+        weights = [tf.cast(tf.convert_to_tensor(it.var), tf.float32) for it in items]
+        masks = [tf.cast(tf.convert_to_tensor(it.mask), tf.float32) for it in items]
+        states = [tf.convert_to_tensor(s) for s in self._states] or [None] * len(items)
+        lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer))
+        new_masks = updater.compute_masks(step, weights, masks, grads, states, lr_info)
+        changed = []
+        for item, w, old, new, slots in zip(items, weights, masks, new_masks,
+                                            self._slot_lists.value):
+            grown = new * (1.0 - old)
+            keep = new - grown  # active before and after
+            changed.append(tf.reduce_sum(grown))
+            item.mask.assign(tf.cast(new, item.mask.dtype))
+            item.var.assign(tf.cast(w * keep, item.var.dtype))
+            for slot, reset in slots:
+                value = tf.convert_to_tensor(slot)
+                keep_s = tf.cast(keep, value.dtype)
+                slot.assign(value * keep_s + reset * (1.0 - keep_s))
+        self.last_update_step.assign(step)
+        self.last_drop_fraction.assign(tf.cast(updater.drop_fraction(step, lr_info), tf.float32))
+        self.last_num_changed.assign(tf.cast(tf.add_n(changed), tf.int64))
+        return tf.no_op()
+
+    # ------------------------------------------------------------------ rewinding
+    def rewind(self, restore_step: bool = True, reset_slots: bool = True):
+        """Restores the weights captured at ``rewind_step`` under the current masks.
+
+        Args:
+          restore_step: also set ``iterations`` back to ``rewind_step`` (so learning-rate
+            schedules restart from there).
+          reset_slots: reset the inner optimizer's state (momentum etc.) to its initial
+            values.
+
+        Raises:
+          ValueError: if no ``rewind_step`` was set, or training has not reached it yet.
+        """
+        if self.rewind_step is None:
+            raise ValueError("rewind() needs SparseOptimizer(rewind_step=K).")
+        if not self.built or int(self.iterations.numpy()) <= self.rewind_step:
+            raise ValueError(
+                f"rewind(): no snapshot yet; training must pass step {self.rewind_step} "
+                f"(now at step {int(self.iterations.numpy()) if self.built else 0})."
+            )
+        for snap, v in zip(self._snapshots, self._trainable_variables):
+            mask = get_mask(v)
+            value = snap if mask is None else snap * mask
+            v.assign(value)
+        if reset_slots:
+            base = _base_optimizer(self.inner_optimizer)
+            for attr, reset in slot_spec(base) or []:
+                value = getattr(base, reset) if isinstance(reset, str) else reset
+                for slot in getattr(base, attr, None) or []:
+                    if slot is not None:
+                        slot.assign(tf.fill(slot.shape, tf.cast(value, slot.dtype)))
+        if restore_step:
+            self.iterations.assign(self.rewind_step)
+
+    def rewind_weights(self):
+        """The captured rewind-point weights as numpy arrays (aligned with the variables)."""
+        return [s.numpy() for s in self._snapshots]
+
+    # ------------------------------------------------------------------ misc API
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": serialization_lib.serialize_keras_object(self.inner_optimizer),
+            "updater": self.updater.get_config(),
+            "rewind_step": self.rewind_step,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = serialization_lib.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        updater = updaters_lib.deserialize_updater(config.pop("updater"))
+        return cls(inner, updater, **config)
+
+
+def _mask_assign(var, mask):
+    return var.assign(var * tf.cast(mask, var.dtype))
+
+
+class _Untracked:
+    """Holds a Python value without Keras/TF tracking (so masks are not saved twice)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value

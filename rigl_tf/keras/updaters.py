@@ -1,0 +1,422 @@
+"""Mask updaters: the algorithms that change sparse topology during training.
+
+An updater decides *when* masks change (a schedule) and *what* the new masks are (scores).
+It never assigns variables itself: :class:`rigl_tf.SparseOptimizer` calls
+``compute_masks`` in cross-replica context with all-reduced gradients and applies the
+result in one shared routine (new masks, zero weights at newly grown connections, reset
+optimizer slots), so every algorithm gets exact counts and identical replicas for free.
+
+A new dynamic-sparse-training algorithm is a drop score and a grow score::
+
+    @register_updater("my_alg")
+    class MyAlg(DropGrowUpdater):
+        def grow_score(self, ctx):
+            return tf.abs(ctx.grad) * tf.abs(ctx.weight)
+
+Registered names: ``static``, ``set``, ``rigl``, ``rigl_inverted``, ``snfs``,
+``magnitude``, ``random`` (see :func:`list_updaters`).
+"""
+
+import dataclasses
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from rigl_tf.sparsity import distributions as dist_lib
+from rigl_tf.sparsity import masks as masks_lib
+from rigl_tf.sparsity.schedules import (
+    DropFractionSchedule,
+    PruningSchedule,
+    UpdateSchedule,
+    check_fraction,
+)
+
+_UPDATERS: Dict[str, type] = {}
+
+
+def register_updater(name):
+    """Class decorator registering an updater under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        _UPDATERS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_updaters() -> List[str]:
+    """Names of the registered updaters."""
+    return sorted(_UPDATERS)
+
+
+def get_updater(name, **kwargs):
+    """Builds a registered updater by name.
+
+    Raises:
+      ValueError: for an unknown name (the message lists the known ones).
+    """
+    if isinstance(name, Updater):
+        return name
+    if name not in _UPDATERS:
+        raise ValueError(
+            f"Unknown updater `update_alg` {name!r}; known updaters: "
+            f"{', '.join(list_updaters())}."
+        )
+    return _UPDATERS[name](**kwargs)
+
+
+def deserialize_updater(config):
+    """Inverse of ``updater.get_config()`` (which stores the registered name)."""
+    config = dict(config)
+    return get_updater(config.pop("name"), **config)
+
+
+@dataclasses.dataclass
+class MaskedVar:
+    """Everything an updater may need about one masked weight (built by the optimizer)."""
+
+    index: int  # position among the masked weights (stable RNG stream id)
+    key: str  # the variable's path
+    var: object  # keras Variable
+    mask: object  # keras Variable
+    shape: tuple
+    size: int
+
+
+@dataclasses.dataclass
+class ScoreContext:
+    """Inputs to a score function for one weight at one update (all float32 tensors)."""
+
+    step: tf.Tensor
+    index: int
+    weight: tf.Tensor
+    mask: tf.Tensor
+    grad: Optional[tf.Tensor]
+    state: Optional[tf.Tensor]  # the updater's per-weight state (e.g. SNFS momentum)
+    seed: int
+
+
+class Updater:
+    """Base class. Subclasses implement ``should_update`` and ``compute_masks``.
+
+    Attributes:
+      needs_gradients: whether ``compute_masks`` uses the (all-reduced) dense gradients.
+      regrows: whether the updater may activate inactive connections (then the inner
+        optimizer's slots must be resettable).
+      needs_state: whether the updater keeps a per-weight state variable updated every
+        step from the dense gradient (``observe``).
+    """
+
+    name = None
+    needs_gradients = False
+    regrows = False
+    needs_state = False
+
+    def __init__(self, seed: int = 0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        self.seed = int(seed)
+
+    def build(self, items: List[MaskedVar]):
+        """Called once by the optimizer with the masked weights (in a fixed order)."""
+        self.items = items
+
+    def should_update(self, step) -> tf.Tensor:
+        """Boolean tensor: whether masks change at ``step``."""
+        raise NotImplementedError
+
+    def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
+        """Returns the new masks (list of float32 tensors with exact counts)."""
+        raise NotImplementedError
+
+    def observe(self, state, grad):
+        """Per-step state update from the dense gradient (default: none)."""
+        return state
+
+    def drop_fraction(self, step, lr_info=None):
+        """The fraction of active weights changed at ``step`` (0 for pruning)."""
+        return tf.constant(0.0)
+
+    def get_config(self):
+        return {"name": self.name, "seed": self.seed}
+
+
+@register_updater("static")
+class Static(Updater):
+    """A fixed mask (the 'scratch' and lottery-ticket runs): never updates."""
+
+    def should_update(self, step):
+        return tf.constant(False)
+
+    def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
+        return list(masks)
+
+
+class DropGrowUpdater(Updater):
+    """Dynamic sparse training: drop the lowest ``drop_score``, grow the highest
+    ``grow_score`` among inactive connections, keeping every layer's count exact.
+
+    Args:
+      update_freq: steps between updates.
+      start_step: first update step (default: ``update_freq``).
+      end_step: last update step (``last_update_step``): < 0 never stops, 0 disables.
+      init_drop_fraction: fraction of active weights dropped at the first update.
+      schedule_alg: 'cosine' (decays to 0 at ``end_step``), 'constant' or 'lr'.
+      regrow_dropped: whether a connection dropped in an update may be regrown in the same
+        update (True in the original RigL/SET; it then keeps its value).
+      seed: seed of the stateless randomness (SET growth), keyed by (seed, step, layer).
+    """
+
+    regrows = True
+    regrow_dropped_default = True
+
+    def __init__(self, update_freq=100, start_step=None, end_step=-1, init_drop_fraction=0.3,
+                 schedule_alg="cosine", regrow_dropped=None, seed=0):
+        super().__init__(seed)
+        self.schedule = UpdateSchedule(update_freq, start_step, end_step)
+        self.fraction = DropFractionSchedule(
+            schedule_alg, init_drop_fraction, self.schedule.start_step,
+            self.schedule.end_step,
+        )
+        self.regrow_dropped = (
+            self.regrow_dropped_default if regrow_dropped is None else bool(regrow_dropped)
+        )
+
+    def should_update(self, step):
+        return self.schedule.is_update_step(step)
+
+    def drop_fraction(self, step, lr_info=None):
+        lr, lr0 = lr_info if lr_info is not None else (None, None)
+        return self.fraction(step, lr, lr0)
+
+    def drop_score(self, ctx: ScoreContext):
+        """Higher = more important to keep. Default: weight magnitude."""
+        return tf.abs(ctx.weight)
+
+    def grow_score(self, ctx: ScoreContext):
+        """Higher = grown first. Subclasses override."""
+        raise NotImplementedError
+
+    def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
+        fraction = self.drop_fraction(step, lr_info)
+        new_masks = []
+        for item, w, m, g, s in zip(self.items, weights, masks, grads, states):
+            ctx = ScoreContext(step, item.index, w, m, g, s, self.seed)
+            n_active = tf.cast(tf.reduce_sum(m), tf.int32)
+            n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)
+            n_keep = n_active - n_drop
+            neg_inf = tf.constant(-np.inf, tf.float32)
+            drop_score = tf.where(m > 0, tf.cast(self.drop_score(ctx), tf.float32), neg_inf)
+            keep = masks_lib.topk_mask(drop_score, n_keep)
+            grow_score = tf.cast(self.grow_score(ctx), tf.float32)
+            if self.regrow_dropped:
+                candidates = tf.where(keep > 0, neg_inf, grow_score)
+            else:
+                # Just-dropped connections rank below every never-active one but stay
+                # selectable, so a nearly dense layer still gets exactly n_drop grown.
+                lowest = tf.constant(-3.0e38, tf.float32)
+                candidates = tf.where(m > 0, lowest, grow_score)
+                candidates = tf.where(keep > 0, neg_inf, candidates)
+            grow = masks_lib.topk_mask(candidates, n_drop)
+            new_masks.append(keep + grow)
+        return new_masks
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "update_freq": self.schedule.update_freq,
+            "start_step": self.schedule.start_step,
+            "end_step": self.schedule.end_step,
+            "init_drop_fraction": self.fraction.init_drop_fraction,
+            "schedule_alg": self.fraction.schedule,
+            "regrow_dropped": self.regrow_dropped,
+        }
+
+
+@register_updater("set")
+class SET(DropGrowUpdater):
+    """SET (Mocanu et al. 2018): drop smallest magnitudes, grow uniformly at random."""
+
+    def grow_score(self, ctx):
+        return masks_lib.random_scores(tf.shape(ctx.weight), self.seed, ctx.step, ctx.index)
+
+
+@register_updater("rigl")
+class RigL(DropGrowUpdater):
+    """RigL (Evci et al. 2020): drop smallest magnitudes, grow largest |dense gradient|."""
+
+    needs_gradients = True
+
+    def grow_score(self, ctx):
+        return tf.abs(ctx.grad)
+
+
+@register_updater("rigl_inverted")
+class RigLInverted(DropGrowUpdater):
+    """The gradient-flow paper's control: grow the *smallest* |dense gradient|."""
+
+    needs_gradients = True
+
+    def grow_score(self, ctx):
+        return -tf.abs(ctx.grad)
+
+
+@register_updater("snfs")
+class SNFS(DropGrowUpdater):
+    """Sparse momentum (Dettmers & Zettlemoyer 2019): grow by |momentum of the dense
+    gradient|, an exponential moving average kept for every weight, active or not.
+
+    Args:
+      momentum: the moving average coefficient (0.9 by default).
+      **kwargs: see :class:`DropGrowUpdater`.
+    """
+
+    needs_gradients = True
+    needs_state = True
+
+    def __init__(self, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = check_fraction(momentum, "momentum", high_open=True)
+
+    def observe(self, state, grad):
+        return self.momentum * state + (1.0 - self.momentum) * grad
+
+    def grow_score(self, ctx):
+        return tf.abs(ctx.state)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum}
+
+
+SCOPES = ("layerwise", "global")
+
+
+@register_updater("magnitude")
+class MagnitudePruning(Updater):
+    """Gradual magnitude pruning (Zhu & Gupta 2017), constant or one-shot, per layer or
+    global. Pruning only removes connections: a pruned weight never comes back.
+
+    Args:
+      schedule: 'polynomial', 'constant' or 'oneshot' (see ``PruningSchedule``).
+      initial_sparsity, final_sparsity, begin_step, end_step, frequency, power: the
+        schedule's parameters.
+      scope: 'layerwise' (each weight reaches its own target) or 'global' (one magnitude
+        threshold across all masked weights).
+      distribution: per-layer final sparsities for the layerwise scope ('uniform', 'erk',
+        'er'); ignored for 'global'.
+      custom_sparsity: per-key final sparsity overrides (layerwise scope).
+      min_active: minimum active weights per layer.
+      seed: seed (used by random pruning).
+    """
+
+    def __init__(self, schedule="polynomial", initial_sparsity=0.0, final_sparsity=0.9,
+                 begin_step=0, end_step=-1, frequency=100, power=3, scope="layerwise",
+                 distribution="uniform", custom_sparsity=None, min_active=1, seed=0):
+        super().__init__(seed)
+        self.schedule = PruningSchedule(schedule, initial_sparsity, final_sparsity,
+                                        begin_step, end_step, frequency, power)
+        if scope not in SCOPES:
+            raise ValueError(f"Unknown pruning `scope` {scope!r}; known scopes: {', '.join(SCOPES)}.")
+        if distribution not in ("uniform", "er", "erk"):
+            raise ValueError(
+                f"Unknown pruning `distribution` {distribution!r}; known: uniform, er, erk."
+            )
+        self.scope = scope
+        self.distribution = distribution
+        self.custom_sparsity = dict(custom_sparsity or {})
+        self.min_active = int(min_active)
+
+    def build(self, items):
+        super().build(items)
+        shapes = {it.key: it.shape for it in items}
+        unknown = sorted(set(self.custom_sparsity) - set(shapes))
+        if unknown:
+            raise ValueError(
+                f"`custom_sparsity` names {unknown}, which are not masked weights; masked "
+                f"weights are {list(shapes)}."
+            )
+        densities = dist_lib.get_densities(
+            shapes, self.schedule.final_sparsity, self.distribution, self.custom_sparsity
+        )
+        self.final_sparsities = [1.0 - densities[it.key] for it in items]
+
+    def should_update(self, step):
+        return self.schedule.is_prune_step(step)
+
+    def score(self, step, item, weight):
+        """Higher = kept. Magnitude by default."""
+        return tf.abs(weight)
+
+    def _count(self, density, size, n_active):
+        k = tf.cast(tf.round(density * float(size)), tf.int32)
+        k = tf.maximum(k, min(self.min_active, size))
+        return tf.minimum(k, n_active)  # pruning never regrows
+
+    def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
+        neg_inf = tf.constant(-np.inf, tf.float32)
+        scores = [
+            tf.where(m > 0, tf.cast(self.score(step, it, w), tf.float32), neg_inf)
+            for it, w, m in zip(self.items, weights, masks)
+        ]
+        if self.scope == "global":
+            total = sum(it.size for it in self.items)
+            n_active = tf.cast(tf.add_n([tf.reduce_sum(m) for m in masks]), tf.int32)
+            density = 1.0 - self.schedule.sparsity(step)
+            k = self._count(density, total, n_active)
+            return masks_lib.global_topk_masks(scores, k)
+        out = []
+        for it, m, s, final in zip(self.items, masks, scores, self.final_sparsities):
+            density = 1.0 - self.schedule.sparsity(step, final)
+            n_active = tf.cast(tf.reduce_sum(m), tf.int32)
+            out.append(masks_lib.topk_mask(s, self._count(density, it.size, n_active)))
+        return out
+
+    def get_config(self):
+        cfg = self.schedule.get_config()
+        cfg.update(
+            name=self.name,
+            seed=self.seed,
+            scope=self.scope,
+            distribution=self.distribution,
+            custom_sparsity=self.custom_sparsity,
+            min_active=self.min_active,
+        )
+        return cfg
+
+
+@register_updater("random")
+class RandomPruning(MagnitudePruning):
+    """Random pruning with the same schedules and scopes as magnitude pruning."""
+
+    def score(self, step, item, weight):
+        return masks_lib.random_scores(tf.shape(weight), self.seed, step, item.index)
+
+
+def describe_lr(optimizer):
+    """Returns (current lr, initial lr) tensors of a Keras optimizer (for 'lr' schedules)."""
+    lr = optimizer._get_current_learning_rate()
+    schedule = optimizer._learning_rate
+    if callable(schedule) and not hasattr(schedule, "assign"):
+        lr0 = schedule(0)
+    else:
+        lr0 = lr
+    return tf.cast(lr, tf.float32), tf.cast(lr0, tf.float32)
+
+
+__all__ = [
+    "Updater",
+    "DropGrowUpdater",
+    "Static",
+    "SET",
+    "RigL",
+    "RigLInverted",
+    "SNFS",
+    "MagnitudePruning",
+    "RandomPruning",
+    "register_updater",
+    "get_updater",
+    "list_updaters",
+]

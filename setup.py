@@ -1,0 +1,36 @@
+"""Packaging for rigl_tf: sparse training and lottery-ticket science on Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rigl_tf",
+    version="0.1.0",
+    description=(
+        "Sparse neural-network training (RigL, SET, SNFS, pruning, lottery tickets) "
+        "and analysis tools for Keras 3 / TensorFlow 2."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["rigl_tf", "rigl_tf.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorflow-datasets",
+        "absl-py",
+        "gin-config",
+        "numpy",
+        "scikit-learn",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "pytest-xdist"],
+        "tfmot": ["tensorflow-model-optimization", "tf_keras"],
+    },
+    entry_points={
+        "console_scripts": [
+            "rigl-train=rigl_tf.experiments.train:run",
+        ],
+    },
+    include_package_data=True,
+)
