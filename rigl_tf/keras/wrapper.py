@@ -169,7 +169,7 @@ class SparseWrapper(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
             self.layer.built = True
-        self.masks = []
+        masks = []
         for item in self.spec:
             weight = getattr(self.layer, item.attr, None)
             if weight is None:
@@ -185,9 +185,12 @@ class SparseWrapper(keras.layers.Wrapper):
                 trainable=False,
                 aggregation="only_first_replica",
             )
+            # Assigning to an attribute is what makes tf.train.Checkpoint track it.
+            setattr(self, f"{item.attr}_mask", mask)
             setattr(weight, _MASK_ATTR, mask)
             setattr(weight, _SPEC_ATTR, (tuple(item.in_axes), tuple(item.out_axes)))
-            self.masks.append(mask)
+            masks.append(mask)
+        self.masks = masks
         self.built = True
 
     def call(self, inputs, training=None):
