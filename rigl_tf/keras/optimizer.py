@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras.src.saving import serialization_lib
 
 from rigl_tf.keras import updaters as updaters_lib
-from rigl_tf.keras.wrapper import get_mask
+from rigl_tf.keras.wrapper import get_key, get_mask
 
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -186,7 +186,7 @@ class SparseOptimizer(keras.optimizers.Optimizer):
             if mask is not None:
                 shape = tuple(int(d) for d in v.shape)
                 items.append(updaters_lib.MaskedVar(
-                    len(items), v.path, v, mask, shape, int(np.prod(shape))))
+                    len(items), get_key(v), v, mask, shape, int(np.prod(shape))))
         if not items:
             raise ValueError(
                 "SparseOptimizer found no masked weights among the trainable variables; "

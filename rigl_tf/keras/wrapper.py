@@ -25,6 +25,7 @@ import keras
 
 _MASK_ATTR = "_rigl_mask"
 _SPEC_ATTR = "_rigl_spec"
+_KEY_ATTR = "_rigl_key"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,11 @@ def get_mask(variable):
     return getattr(variable, _MASK_ATTR, None)
 
 
+def get_key(variable):
+    """Returns the 'layer/attr' key of a masked weight variable (its path otherwise)."""
+    return getattr(variable, _KEY_ATTR, variable.path)
+
+
 def get_unit_axes(variable):
     """Returns the (in_axes, out_axes) of a masked weight variable."""
     return getattr(variable, _SPEC_ATTR, ((-2,), (-1,)))
@@ -189,6 +195,7 @@ class SparseWrapper(keras.layers.Wrapper):
             setattr(self, f"{item.attr}_mask", mask)
             setattr(weight, _MASK_ATTR, mask)
             setattr(weight, _SPEC_ATTR, (tuple(item.in_axes), tuple(item.out_axes)))
+            setattr(weight, _KEY_ATTR, f"{self.layer.name}/{item.attr}")
             masks.append(mask)
         self.masks = masks
         self.built = True
