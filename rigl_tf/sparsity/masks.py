@@ -1,7 +1,7 @@
 """Exact-count masks from scores, with static shapes (XLA friendly) and stateless seeds.
 
-Every mask produced here has exactly ``k`` ones. Selection sorts the scores once with a
-stable sort, so ties are broken by position (lower flat index wins) and the result is
+Every mask produced here has exactly ``k`` ones. Selection finds the k-th largest score by
+bisection (no sort) and breaks ties by position (lower flat index wins), so the result is
 deterministic on every device. ``k`` may be a Python int or a scalar tensor: the output
 shape never depends on it, so the same code runs inside ``tf.function`` and under XLA.
 """
@@ -32,12 +32,25 @@ def stateless_seed(seed, step=0, index=0):
     return tf.stack([tf.cast(seed, tf.int32), tf.cast(salt, tf.int32)])
 
 
+def _sortable_int(scores):
+    """Maps float32 scores to int32 keys with the same order (-inf lowest)."""
+    bits = tf.bitcast(tf.cast(scores, tf.float32), tf.int32)
+    # Negative floats order backwards as integers: flip their magnitude bits.
+    return tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(
+        tf.bitwise.right_shift(bits, 31), tf.constant(0x7FFFFFFF, tf.int32)))
+
+
 def topk_mask(scores, k, dtype=tf.float32):
     """Returns a mask with ones at the ``k`` largest scores (exactly ``k`` ones).
 
+    Selection is a 32-step bisection on the scores' order-preserving integer keys (each
+    step one compare-and-count over the tensor), then ties at the threshold are taken in
+    flat-index order: O(32 n) work, static shapes, no sort. The result equals a stable
+    descending sort's first ``k`` positions.
+
     Args:
-      scores: a tensor of any shape; ``-inf`` marks positions that must not be chosen
-        unless ``k`` exceeds the number of finite scores.
+      scores: a float tensor of any shape (no NaN); ``-inf`` marks positions that must not
+        be chosen unless ``k`` exceeds the number of finite scores.
       k: number of ones, a Python int or scalar integer tensor in [0, size].
       dtype: dtype of the returned mask.
 
@@ -46,13 +59,33 @@ def topk_mask(scores, k, dtype=tf.float32):
     """
     scores = tf.convert_to_tensor(scores)
     shape = tf.shape(scores)
-    flat = tf.reshape(scores, [-1])
-    n = tf.size(flat)
-    order = tf.argsort(flat, direction="DESCENDING", stable=True)
-    k = tf.cast(k, tf.int32)
-    chosen = tf.cast(tf.range(n) < k, dtype)
-    mask = tf.scatter_nd(order[:, None], chosen, tf.expand_dims(n, 0))
-    return tf.reshape(mask, shape)
+    chosen = _select_topk(tf.reshape(tf.cast(scores, tf.float32), [-1]), tf.cast(k, tf.int64))
+    return tf.reshape(tf.cast(chosen, dtype), shape)
+
+
+@tf.function(reduce_retracing=True)
+def _select_topk(flat_scores, k):
+    """Boolean vector marking the k largest entries (ties by index); see topk_mask."""
+    keys = tf.cast(_sortable_int(flat_scores), tf.int64)
+
+    def count_at_least(t):
+        return tf.reduce_sum(tf.cast(keys >= t, tf.int64))
+
+    # Largest threshold t with count(keys >= t) >= k: the k-th largest key.
+    def body(i, lo, hi):
+        mid = lo + (hi - lo + 1) // 2
+        ok = count_at_least(mid) >= k
+        return i + 1, tf.where(ok, mid, lo), tf.where(ok, hi, mid - 1)
+
+    lo = tf.constant(-(2**31), tf.int64)
+    hi = tf.constant(2**31 - 1, tf.int64)
+    _, threshold, _ = tf.while_loop(
+        lambda i, lo, hi: i < 33, body, (tf.constant(0), lo, hi), maximum_iterations=33)
+    above = keys > threshold
+    ties = tf.equal(keys, threshold)
+    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
+    tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties
+    return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))
 
 
 def topk_mask_np(scores: np.ndarray, k: int) -> np.ndarray:
