@@ -13,10 +13,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rigl_tf.keras.wrapper import SparseWrapper, is_prunable, supported_layer_types
+from rigl_tf.keras.wrapper import (
+    SparseWrapper,
+    get_pattern,
+    get_unit_axes,
+    is_prunable,
+    pattern_axes,
+    supported_layer_types,
+)
 from rigl_tf.sparsity import distributions as dist_lib
 from rigl_tf.sparsity import init as init_lib
 from rigl_tf.sparsity import masks as masks_lib
+from rigl_tf.sparsity import patterns as patterns_lib
 
 KeepDense = Union[None, str, type, Callable, Sequence]
 
@@ -128,6 +136,7 @@ def sparsify(
     seed: int = 0,
     min_active: int = 1,
     erk_power_scale: float = 1.0,
+    pattern=None,
 ):
     """Returns a sparse copy of a Sequential or functional model.
 
@@ -152,6 +161,9 @@ def sparsify(
       seed: seed for random masks and initialization (stateless; same seed, same model).
       min_active: minimum active weights per layer (0 allows disconnecting a layer).
       erk_power_scale: exponent of the ER(K) raw probabilities.
+      pattern: structured sparsity for the wrapped layers: 'unstructured' (default),
+        'N:M' (e.g. '2:4'; fixes those weights' density at N/M) or 'block:RxC'; or a map
+        from layer name to pattern (other layers unstructured).
 
     Returns:
       A new Keras model whose prunable layers are SparseWrappers.
@@ -176,6 +188,17 @@ def sparsify(
             f"rigl_tf.init_masks(model, ...) and rigl_tf.initialize(model, ...)."
         )
     all_names = {layer.name for layer in iter_layers(model)}
+    if isinstance(pattern, Mapping):
+        patterns = {k: patterns_lib.get_pattern(v) for k, v in pattern.items()}
+        unknown = sorted(set(patterns) - all_names)
+        if unknown:
+            raise ValueError(
+                f"`pattern` names layers that are not in the model: {unknown}; layers are: "
+                f"{sorted(all_names)}."
+            )
+    else:
+        default_pattern = patterns_lib.get_pattern(pattern)
+        patterns = {}
     for name in _keep_dense_names(keep_dense):
         if name not in all_names:
             raise ValueError(
@@ -195,7 +218,9 @@ def sparsify(
         new = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, new))
         if is_prunable(layer) and not _matches(layer, keep_dense):
-            return SparseWrapper(new)
+            layer_pattern = patterns.get(layer.name) if isinstance(pattern, Mapping) else (
+                default_pattern)
+            return SparseWrapper(new, pattern=layer_pattern)
         return new
 
     sparse = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
@@ -249,7 +274,22 @@ def init_masks(
     given = _expand_layer_map("masks", masks, keys)
     densities = dist_lib.get_densities(shapes, sparsity, distribution, custom, erk_power_scale)
     counts = dist_lib.get_counts(shapes, densities, min_active)
+    weights = {k: w for k, w, _ in items}
+    structured = {k for k in keys if get_pattern(weights[k]).kind != "unstructured"}
+    if structured and distribution == "global":
+        raise ValueError(
+            f"`distribution` 'global' cannot be combined with structured patterns "
+            f"(weights {sorted(structured)}); use a layerwise distribution."
+        )
     new_masks = {}
+    for index, key in enumerate(keys):
+        if key in structured and key not in given:
+            pat = get_pattern(weights[key])
+            in_axis, out_axis = pattern_axes(weights[key])
+            density = patterns_lib.pattern_density(pat, densities[key])
+            k = pat.count(shapes[key], density, min_active)
+            scores = masks_lib.random_scores(shapes[key], seed, 0, index)
+            new_masks[key] = pat.select(scores, k, in_axis, out_axis).numpy()
     if distribution == "global":
         free = [k for k in keys if k not in custom and k not in given]
         total = dist_lib.num_active(
@@ -285,8 +325,6 @@ def initialize(model, init: str = "unit_scaled", *, method: str = "fanin_normal"
     init_lib.check_initializer(init)
     if init == "unit_scaled":
         init_lib.check_method(method)
-    from rigl_tf.keras.wrapper import get_unit_axes
-
     for index, (_, weight, mask) in enumerate(items):
         in_axes, out_axes = get_unit_axes(weight)
         values = init_lib.sparse_initialize(

@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras.src.saving import serialization_lib
 
 from rigl_tf.keras import updaters as updaters_lib
-from rigl_tf.keras.wrapper import get_key, get_mask
+from rigl_tf.keras.wrapper import get_key, get_mask, get_pattern, pattern_axes
 
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -185,8 +185,10 @@ class SparseOptimizer(keras.optimizers.Optimizer):
             mask = get_mask(v)
             if mask is not None:
                 shape = tuple(int(d) for d in v.shape)
+                in_axis, out_axis = pattern_axes(v)
                 items.append(updaters_lib.MaskedVar(
-                    len(items), get_key(v), v, mask, shape, int(np.prod(shape))))
+                    len(items), get_key(v), v, mask, shape, int(np.prod(shape)),
+                    get_pattern(v), in_axis, out_axis))
         if not items:
             raise ValueError(
                 "SparseOptimizer found no masked weights among the trainable variables; "

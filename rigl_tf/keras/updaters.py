@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from rigl_tf.sparsity import distributions as dist_lib
 from rigl_tf.sparsity import masks as masks_lib
+from rigl_tf.sparsity import patterns as patterns_lib
 from rigl_tf.sparsity.schedules import (
     DropFractionSchedule,
     PruningSchedule,
@@ -83,6 +84,9 @@ class MaskedVar:
     mask: object  # keras Variable
     shape: tuple
     size: int
+    pattern: object = patterns_lib.UNSTRUCTURED  # structured-sparsity constraint
+    in_axis: int = -2  # axes the pattern groups along
+    out_axis: int = -1
 
 
 @dataclasses.dataclass
@@ -204,24 +208,45 @@ class DropGrowUpdater(Updater):
         new_masks = []
         for item, w, m, g, s in zip(self.items, weights, masks, grads, states):
             ctx = ScoreContext(step, item.index, w, m, g, s, self.seed)
-            n_active = tf.cast(tf.reduce_sum(m), tf.int32)
-            n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)
-            n_keep = n_active - n_drop
-            neg_inf = tf.constant(-np.inf, tf.float32)
-            drop_score = tf.where(m > 0, tf.cast(self.drop_score(ctx), tf.float32), neg_inf)
-            keep = masks_lib.topk_mask(drop_score, n_keep)
+            drop_score = tf.cast(self.drop_score(ctx), tf.float32)
             grow_score = tf.cast(self.grow_score(ctx), tf.float32)
-            if self.regrow_dropped:
-                candidates = tf.where(keep > 0, neg_inf, grow_score)
+            pattern = item.pattern
+            if pattern.kind == "block":
+                # Run the same algorithm on the block grid (scores summed per block).
+                ax = (item.in_axis, item.out_axis)
+                mb = tf.cast(pattern.pool(m, *ax) > 0, tf.float32)
+                keep, grow = self._drop_grow(
+                    mb, pattern.pool(drop_score, *ax), pattern.pool(grow_score, *ax), fraction)
+                new_masks.append(pattern.unpool(keep + grow, item.shape, *ax))
+            elif pattern.kind == "nm":
+                keep, _ = self._drop_grow(m, drop_score, None, fraction)
+                per_group = tf.cast(
+                    tf.round(tf.reduce_sum(m) * pattern.m / float(item.size)), tf.int32)
+                if not self.regrow_dropped:  # just-dropped rank below never-active ones
+                    grow_score = tf.where(m > 0, tf.constant(-3.0e38, tf.float32), grow_score)
+                grow = pattern.complete(keep, grow_score, per_group, item.in_axis)
+                new_masks.append(keep + grow)
             else:
-                # Just-dropped connections rank below every never-active one but stay
-                # selectable, so a nearly dense layer still gets exactly n_drop grown.
-                lowest = tf.constant(-3.0e38, tf.float32)
-                candidates = tf.where(m > 0, lowest, grow_score)
-                candidates = tf.where(keep > 0, neg_inf, candidates)
-            grow = masks_lib.topk_mask(candidates, n_drop)
-            new_masks.append(keep + grow)
+                keep, grow = self._drop_grow(m, drop_score, grow_score, fraction)
+                new_masks.append(keep + grow)
         return new_masks
+
+    def _drop_grow(self, m, drop_score, grow_score, fraction):
+        """Unstructured exact drop-and-grow; returns (kept, grown) masks."""
+        n_active = tf.cast(tf.reduce_sum(m), tf.int32)
+        n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)
+        neg_inf = tf.constant(-np.inf, tf.float32)
+        keep = masks_lib.topk_mask(tf.where(m > 0, drop_score, neg_inf), n_active - n_drop)
+        if grow_score is None:
+            return keep, None
+        if self.regrow_dropped:
+            candidates = tf.where(keep > 0, neg_inf, grow_score)
+        else:
+            # Just-dropped connections rank below every never-active one but stay
+            # selectable, so a nearly dense layer still gets exactly n_drop grown.
+            lowest = tf.constant(-3.0e38, tf.float32)
+            candidates = tf.where(keep > 0, neg_inf, tf.where(m > 0, lowest, grow_score))
+        return keep, masks_lib.topk_mask(candidates, n_drop)
 
     def get_config(self):
         return {
@@ -341,7 +366,15 @@ class MagnitudePruning(Updater):
         densities = dist_lib.get_densities(
             shapes, self.schedule.final_sparsity, self.distribution, self.custom_sparsity
         )
-        self.final_sparsities = [1.0 - densities[it.key] for it in items]
+        structured = [it.key for it in items if it.pattern.kind != "unstructured"]
+        if structured and self.scope == "global":
+            raise ValueError(
+                f"Pruning `scope` 'global' cannot be combined with structured patterns "
+                f"(weights {structured}); use scope='layerwise'."
+            )
+        self.final_sparsities = [
+            1.0 - patterns_lib.pattern_density(it.pattern, densities[it.key]) for it in items
+        ]
 
     def should_update(self, step):
         return self.schedule.is_prune_step(step)
@@ -371,7 +404,22 @@ class MagnitudePruning(Updater):
         for it, m, s, final in zip(self.items, masks, scores, self.final_sparsities):
             density = 1.0 - self.schedule.sparsity(step, final)
             n_active = tf.cast(tf.reduce_sum(m), tf.int32)
-            out.append(masks_lib.topk_mask(s, self._count(density, it.size, n_active)))
+            pattern = it.pattern
+            if pattern.kind == "nm":  # N' per group, from M down to the pattern's N
+                per_group = tf.clip_by_value(
+                    tf.cast(tf.round(density * pattern.m), tf.int32), pattern.n, pattern.m)
+                k = tf.minimum(per_group * (it.size // pattern.m), n_active)
+                out.append(pattern.select(s, k, it.in_axis, it.out_axis))
+            elif pattern.kind == "block":
+                block = pattern.rows * pattern.cols
+                kb = self._count(density, it.size // block, n_active // block)
+                pooled = pattern.pool(tf.where(m > 0, tf.abs(s), 0.0), it.in_axis, it.out_axis)
+                pooled = tf.where(pattern.pool(m, it.in_axis, it.out_axis) > 0, pooled,
+                                  neg_inf)
+                out.append(pattern.unpool(masks_lib.topk_mask(pooled, kb), it.shape,
+                                          it.in_axis, it.out_axis))
+            else:
+                out.append(masks_lib.topk_mask(s, self._count(density, it.size, n_active)))
         return out
 
     def get_config(self):

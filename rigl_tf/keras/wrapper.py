@@ -23,9 +23,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import keras
 
+from rigl_tf.sparsity import patterns as patterns_lib
+
 _MASK_ATTR = "_rigl_mask"
 _SPEC_ATTR = "_rigl_spec"
 _KEY_ATTR = "_rigl_key"
+_PATTERN_ATTR = "_rigl_pattern"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,17 @@ def get_key(variable):
     return getattr(variable, _KEY_ATTR, variable.path)
 
 
+def get_pattern(variable):
+    """Returns the structured-sparsity pattern of a masked weight (unstructured default)."""
+    return getattr(variable, _PATTERN_ATTR, patterns_lib.UNSTRUCTURED)
+
+
+def pattern_axes(variable):
+    """(input axis, output axis) used by patterns: the last of each unit-axis tuple."""
+    in_axes, out_axes = get_unit_axes(variable)
+    return in_axes[-1], out_axes[-1]
+
+
 def get_unit_axes(variable):
     """Returns the (in_axes, out_axes) of a masked weight variable."""
     return getattr(variable, _SPEC_ATTR, ((-2,), (-1,)))
@@ -146,13 +160,16 @@ class SparseWrapper(keras.layers.Wrapper):
 
     Args:
       layer: the layer to wrap; must have prunable weights (see ``prunable_spec``).
+      pattern: structured sparsity of its masks: 'unstructured' (default), 'N:M' (e.g.
+        '2:4' along the input axis) or 'block:RxC' (see ``rigl_tf.sparsity.patterns``).
       **kwargs: Keras layer arguments (e.g. ``name``; defaults to 'sparse_' + layer name).
 
     Raises:
       TypeError: if ``layer`` is not a Keras 3 layer or has no prunable weight.
+      ValueError: for an unknown pattern, or (at build) one that does not divide a weight.
     """
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer, pattern=None, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(
                 f"SparseWrapper `layer` must be a Keras 3 layer, got {type(layer).__name__}."
@@ -166,6 +183,7 @@ class SparseWrapper(keras.layers.Wrapper):
                 f"rigl_tf.register_prunable_layer."
             )
         kwargs.setdefault("name", f"sparse_{layer.name}")
+        self.pattern = patterns_lib.get_pattern(pattern)
         super().__init__(layer, **kwargs)
         self.spec = spec
         self.supports_masking = getattr(layer, "supports_masking", False)
@@ -183,6 +201,8 @@ class SparseWrapper(keras.layers.Wrapper):
                     f"Layer {self.layer.name!r} has no weight attribute {item.attr!r} after "
                     f"build; fix its prunable weight spec."
                 )
+            key = f"{self.layer.name}/{item.attr}"
+            self.pattern.validate(tuple(weight.shape), item.in_axes[-1], item.out_axes[-1], key)
             mask = self.add_weight(
                 name=f"{item.attr}_mask",
                 shape=tuple(weight.shape),
@@ -195,10 +215,17 @@ class SparseWrapper(keras.layers.Wrapper):
             setattr(self, f"{item.attr}_mask", mask)
             setattr(weight, _MASK_ATTR, mask)
             setattr(weight, _SPEC_ATTR, (tuple(item.in_axes), tuple(item.out_axes)))
-            setattr(weight, _KEY_ATTR, f"{self.layer.name}/{item.attr}")
+            setattr(weight, _KEY_ATTR, key)
+            setattr(weight, _PATTERN_ATTR, self.pattern)
             masks.append(mask)
         self.masks = masks
         self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        if self.pattern.kind != "unstructured":
+            config["pattern"] = self.pattern.spec
+        return config
 
     def call(self, inputs, training=None):
         return self.layer(inputs, training=training)
