@@ -1,0 +1,39 @@
+"""Smoke runs of the benchmarks: each prints one JSON object with the documented keys."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_bench_init_quick():
+    out = _run("bench_init.py", "--quick")
+    assert {"naive_loop_100x100_seconds", "resnet20_erk90_unit_scaled_seconds"} <= set(out)
+    assert out["sparsity"] == pytest.approx(0.9, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_training_quick():
+    out = _run("bench_training.py", "--quick")
+    assert set(out["ratios"]["mlp"]) == {"static_over_dense", "rigl_over_dense"}
+    assert all(v > 0 for v in out["ratios"]["mlp"].values())
+
+
+@pytest.mark.slow
+def test_bench_scale_quick():
+    out = _run("bench_scale.py", "--quick")
+    for key in ("rigl_update_seconds", "gmp_step_seconds", "mask_bytes_over_weight_bytes"):
+        assert out[key] > 0
+    assert out["mask_bytes_over_weight_bytes"] <= 1.0
