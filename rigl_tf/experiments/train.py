@@ -1,0 +1,849 @@
+r"""rigl-train: gin-configured sparse training (dense, pruning, lottery, scratch, SET, RigL,
+SNIP, GraSP, small-dense) with checkpoints, resumption and TensorBoard summaries.
+
+Usage::
+
+    rigl-train --gin_config=configs/quickstart.gin --logdir=/tmp/qs
+    python -m rigl_tf.experiments.train --gin_config=configs/mnist_lenet5/rigl.gin \
+        --gin_bindings="training.total_steps = 1000" --logdir=/tmp/rigl --seed=1
+
+The logdir holds:
+
+* ``operative_config.gin``: every gin parameter the run used (plus a seed header); a
+  logdir with a different one is refused unless ``--overwrite``;
+* ``ckpt-<step>``: ``tf.train.CheckpointManager`` checkpoints at step 0, every
+  ``training.save_freq`` steps and at the end (model, masks, optimizer with slots and
+  ``iterations``); restarting with the same logdir resumes from the latest one, and the
+  data pipeline is fast-forwarded to that step (it is a deterministic function of seed
+  and step);
+* ``mask_updates/{before,after}/ckpt-<step>`` with ``training.checkpoint_mask_updates``;
+* ``summaries/``: TensorBoard (train/test loss and accuracy, learning rate, sparsity,
+  gradient norm on a held-out batch, its change at mask updates, drop fraction, distance
+  to init, mask images);
+* ``results.json``: final metrics, sparsity report, wall time (written atomically).
+
+Checkpoint layout: ``tf.train.Checkpoint(model=..., optimizer=..., masks=[...],
+variables=[...])`` where ``masks`` lists the mask variables in ``rigl_tf.masked_weights``
+order and ``variables`` is ``model.variables``; lottery/scratch runs read those lists.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import rigl_tf  # noqa: E402
+from rigl_tf.experiments import config as config_lib  # noqa: E402
+from rigl_tf.experiments import datasets  # noqa: E402
+from rigl_tf.experiments import models  # noqa: E402
+from rigl_tf.keras import callbacks as callbacks_lib  # noqa: E402
+from rigl_tf.keras import oneshot  # noqa: E402
+from rigl_tf.keras.wrapper import get_mask  # noqa: E402
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+MODES = ("train_eval", "hessian")
+OPERATIVE_CONFIG = "operative_config.gin"
+RESULTS = "results.json"
+CKPT_NAME = "ckpt"
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_config", [], "Gin config files (later ones override).")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'training.total_steps=100'.")
+flags.DEFINE_string("preload_gin_config", None,
+                    "A gin file read before --gin_config and --gin_bindings, e.g. another "
+                    "run's operative_config.gin.")
+flags.DEFINE_string("logdir", "/tmp/rigl_tf", "Directory of checkpoints, summaries, results.")
+flags.DEFINE_integer("seed", 0, "Seed of initialization, masks, data order and updates.")
+flags.DEFINE_enum("mode", "train_eval", MODES, "What to run.")
+flags.DEFINE_string("strategy", "default",
+                    f"tf.distribute strategy: one of {', '.join(STRATEGIES)}.")
+flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('' or 'local' for local).")
+flags.DEFINE_bool("overwrite", False, "Delete a logdir holding a different run.")
+flags.DEFINE_bool("dry_run", False, "Build everything gin names, print a summary, no training.")
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class LogdirConflictError(ValueError):
+    """The logdir holds a run with a different operative config."""
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+def make_strategy(name: str, tpu: Optional[str] = None):
+    """Creates the tf.distribute strategy called ``name``.
+
+    Args:
+      name: 'default' (no distribution), 'mirrored' (all local GPUs, else all logical
+        CPUs), 'multi_worker' (MultiWorkerMirroredStrategy, cluster from TF_CONFIG) or
+        'tpu' (TPUStrategy on ``tpu``).
+      tpu: the TPU address for 'tpu'.
+
+    Returns:
+      A ``tf.distribute.Strategy``.
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"Unknown `--strategy` {name!r}; known strategies: {', '.join(STRATEGIES)}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu="" if tpu in (None, "local") else tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and (
+        "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _worker_dir(logdir, strategy):
+    """Non-chief workers write to a private directory (required by MultiWorkerMirrored)."""
+    if _is_chief(strategy):
+        return logdir
+    resolver = strategy.cluster_resolver
+    return os.path.join(logdir, "workertemp", f"{resolver.task_type}_{resolver.task_id}")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_masks(model) -> List:
+    """The mask variables of ``model`` in ``masked_weights`` order (checkpoint list)."""
+    return [m for _, _, m in rigl_tf.masked_weights(model)]
+
+
+def make_checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
+    """The checkpoint object of a run (see the module docstring for the layout)."""
+    kwargs = dict(model=model, masks=checkpoint_masks(model), variables=list(model.variables))
+    if optimizer is not None:
+        kwargs["optimizer"] = optimizer
+    return tf.train.Checkpoint(**kwargs)
+
+
+def resolve_checkpoint(path: str, name: str) -> str:
+    """Turns a logdir, a checkpoint prefix or ``path:step`` into a checkpoint prefix.
+
+    Args:
+      path: a run's logdir (its latest checkpoint), a prefix such as
+        ``logdir/ckpt-500``, or ``logdir:500`` / ``prefix:500``.
+      name: the parameter name for error messages.
+
+    Returns:
+      The checkpoint prefix.
+
+    Raises:
+      FileNotFoundError: if no such checkpoint exists.
+    """
+    base, step = path, None
+    if ":" in path:
+        head, tail = path.rsplit(":", 1)
+        if tail.lstrip("-").isdigit():
+            base, step = head, int(tail)
+    if step is not None:
+        prefix = os.path.join(base, f"{CKPT_NAME}-{step}") if tf.io.gfile.isdir(base) else (
+            f"{base.rsplit('-', 1)[0]}-{step}" if "-" in os.path.basename(base) else base)
+    elif tf.io.gfile.isdir(base):
+        prefix = tf.train.latest_checkpoint(base)
+        if prefix is None:
+            raise FileNotFoundError(f"`{name}`={path!r}: no checkpoint in that directory.")
+    else:
+        prefix = base
+    if not tf.io.gfile.exists(prefix + ".index"):
+        raise FileNotFoundError(
+            f"`{name}`={path!r}: checkpoint {prefix!r} not found (give a logdir, a checkpoint "
+            f"prefix like LOGDIR/ckpt-500, or LOGDIR:500)."
+        )
+    return prefix
+
+
+def _list_length(prefix: str, attr: str) -> Optional[int]:
+    """Number of elements of the root list ``attr`` in a checkpoint (None if absent)."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    reader = tf.train.load_checkpoint(prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    for child in graph.nodes[0].children:
+        if child.local_name == attr:
+            return len(graph.nodes[child.node_id].children)
+    return None
+
+
+def _read_list(prefix: str, attr: str, like: Sequence, name: str, path: str) -> List[np.ndarray]:
+    """Reads the checkpoint list ``attr`` into arrays shaped like ``like``."""
+    count = _list_length(prefix, attr)
+    if count is None:
+        raise ValueError(
+            f"`{name}`={path!r}: checkpoint {prefix!r} has no {attr!r} list; it was not "
+            f"written by rigl-train."
+        )
+    if count != len(like):
+        raise ValueError(
+            f"`{name}`={path!r}: checkpoint {prefix!r} has {count} {attr}, but this model has "
+            f"{len(like)}; the network must be the same as in the source run."
+        )
+    holders = [tf.Variable(tf.zeros(tuple(v.shape), v.dtype), trainable=False) for v in like]
+    try:
+        status = tf.train.Checkpoint(**{attr: holders}).restore(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(
+            f"`{name}`={path!r}: the {attr} in checkpoint {prefix!r} do not match this model "
+            f"(shapes {[tuple(v.shape) for v in like]}): {e}"
+        ) from None
+    return [h.numpy() for h in holders]
+
+
+def load_masks(model, path: str, name: str = "network.mask_init_path") -> Dict[str, np.ndarray]:
+    """Reads another run's masks for ``model`` (same architecture) from a checkpoint.
+
+    Args:
+      model: the sparse model (defines the expected shapes).
+      path: a logdir, checkpoint prefix or ``path:step`` (see :func:`resolve_checkpoint`).
+      name: parameter name for error messages.
+
+    Returns:
+      Masks keyed like ``rigl_tf.get_masks(model)``.
+    """
+    prefix = resolve_checkpoint(path, name)
+    items = rigl_tf.masked_weights(model)
+    values = _read_list(prefix, "masks", [m for _, _, m in items], name, path)
+    return {k: v for (k, _, _), v in zip(items, values)}
+
+
+def load_variables(model, path: str, name: str = "network.weight_init_path") -> List[np.ndarray]:
+    """Reads another run's ``model.variables`` (same architecture) from a checkpoint."""
+    prefix = resolve_checkpoint(path, name)
+    return _read_list(prefix, "variables", list(model.variables), name, path)
+
+
+def shuffle_masks(model, seed: int):
+    """Permutes every mask within its weight (same counts), seeded by (seed, index)."""
+    new = {}
+    for index, (key, _, mask) in enumerate(rigl_tf.masked_weights(model)):
+        m = np.asarray(mask.numpy())
+        rng = np.random.default_rng([int(seed), index])
+        new[key] = rng.permutation(m.reshape(-1)).reshape(m.shape)
+    rigl_tf.set_masks(model, new)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _keep_dense(model, names):
+    """Resolves 'first'/'last' tokens to the model's first/last prunable layer names."""
+    from rigl_tf.keras.model_ops import iter_layers
+    from rigl_tf.keras.wrapper import is_prunable
+
+    prunable = [layer.name for layer in iter_layers(model) if is_prunable(layer)]
+    out = []
+    for n in names:
+        if n == "first" and prunable:
+            out.append(prunable[0])
+        elif n == "last" and prunable:
+            out.append(prunable[-1])
+        else:
+            out.append(n)
+    return out or None
+
+
+def build_dense_model(spec: config_lib.ExperimentSpec, info):
+    """The (dense) Keras model named by ``network`` for the dataset's shapes."""
+    net = spec.network
+    kwargs = dict(net.model_kwargs)
+    kwargs.update(activation=net.activation, weight_decay=net.weight_decay)
+    if net.small_dense_density is not None:
+        full = models.get_model(net.network_name, info.input_shape, info.num_classes, **kwargs)
+        target = net.small_dense_density * models.count_params(full)
+        del full
+        kwargs["width_multiplier"] = models.small_dense_width_multiplier(
+            net.network_name, info.input_shape, info.num_classes, target, **kwargs)
+    try:
+        return models.get_model(net.network_name, info.input_shape, info.num_classes, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"network.*: {e}") from None
+
+
+def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None, log=print,
+                dry_run: bool = False):
+    """Builds the sparse model a run starts from (before any checkpoint is restored).
+
+    Order: model -> sparsify (initial topology) -> masks from ``mask_init_path`` ->
+    ``shuffle_mask`` -> weights from ``weight_init_path`` (else ``weight_init_method``) ->
+    ``noise_stddev`` -> one-shot pruning (snip/grasp/random) -> MetaInit.
+
+    Args:
+      spec: the experiment spec.
+      info: the dataset info (input shape, classes).
+      seed: the run's seed.
+      batch_fn: ``() -> (x, y)`` giving one training batch (one-shot pruning, MetaInit).
+      log: a print-like function.
+      dry_run: a missing ``mask_init_path`` / ``weight_init_path`` checkpoint (e.g. the
+        pruning run of a lottery config has not run yet) is reported instead of raised.
+
+    Returns:
+      The sparse Keras model.
+    """
+    net, sp = spec.network, spec.sparsity
+    dense = build_dense_model(spec, info)
+    oneshot_alg = spec.mask_updater.update_alg in config_lib.ONESHOT_ALGORITHMS
+    start_sparsity = 0.0 if oneshot_alg else sp.sparsity
+    model = rigl_tf.sparsify(
+        dense, start_sparsity, sp.distribution, keep_dense=_keep_dense(dense, sp.keep_dense),
+        custom_sparsity=sp.custom_sparsity or None, init="dense", seed=seed,
+        min_active=sp.min_active, erk_power_scale=sp.erk_power_scale)
+    del dense
+    mask_path, weight_path = net.mask_init_path, net.weight_init_path
+    if dry_run:
+        for name, path in (("network.mask_init_path", mask_path),
+                           ("network.weight_init_path", weight_path)):
+            if path:
+                try:
+                    resolve_checkpoint(path, name)
+                except FileNotFoundError as e:
+                    log(f"Dry run: {e} (a real run would fail here).")
+                    mask_path = None if path == mask_path else mask_path
+                    weight_path = None if path == weight_path else weight_path
+    if mask_path:
+        rigl_tf.set_masks(model, load_masks(model, mask_path))
+        log(f"Masks loaded from {mask_path}.")
+    if net.shuffle_mask:
+        shuffle_masks(model, seed)
+        log("Masks shuffled within each layer.")
+    if weight_path:
+        values = load_variables(model, weight_path)
+        masks = {id(m) for m in checkpoint_masks(model)}
+        for v, value in zip(model.variables, values):
+            if id(v) not in masks:
+                v.assign(value)
+        rigl_tf.apply_masks(model)
+        log(f"Weights loaded from {weight_path} (current masks applied).")
+    elif net.weight_init_method:
+        rigl_tf.initialize(model, net.weight_init_method, method=spec.unit_scaled_init.method,
+                           scale=spec.unit_scaled_init.scale, seed=seed)
+    if net.noise_stddev > 0:
+        rng = np.random.default_rng(int(seed))
+        for v in model.trainable_variables:
+            v.assign(v.numpy() + rng.normal(0.0, net.noise_stddev, v.shape).astype(v.dtype))
+        rigl_tf.apply_masks(model)
+    if oneshot_alg and dry_run:
+        try:
+            batch_fn()
+        except FileNotFoundError as e:
+            log(f"Dry run: one-shot {spec.mask_updater.update_alg} pruning skipped: {e}")
+            oneshot_alg = False
+    if oneshot_alg:
+        x, y = batch_fn()
+        oneshot.prune_at_init(model, x, y, spec.mask_updater.update_alg, spec.oneshot_sparsity,
+                              sp.distribution, seed=seed,
+                              min_active=sp.min_active)
+        log(f"One-shot {spec.mask_updater.update_alg} pruning to sparsity "
+            f"{spec.oneshot_sparsity}.")
+    if spec.training.use_metainit and dry_run:
+        log("Dry run: MetaInit skipped.")
+    elif spec.training.use_metainit:
+        from rigl_tf.experiments.metainit import meta_init
+
+        x, y = batch_fn()
+        result = meta_init(model, x, y, steps=spec.training.metainit_steps)
+        log(f"MetaInit: gradient quotient {result['gq'][0]:.4f} -> {result['best_gq']:.4f}.")
+    return model
+
+
+def _gradient_regularized_step(model, coefficient: float):
+    """A train_step adding ``coefficient * 0.5 * ||masked data-loss gradient||^2``.
+
+    Mirrors Keras' own ``train_step``; the penalty uses each replica's gradient of its
+    (unscaled) loss, as the original code did per batch.
+    """
+    def train_step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = model.trainable_variables
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            with tf.GradientTape() as inner:
+                y_pred = model(x, training=True)
+                # Under tf.distribute Keras scales this loss by 1 / replicas.
+                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                          training=True)
+            grads = inner.gradient(loss, variables)
+            penalty = 0.0
+            for g, v in zip(grads, variables):
+                if g is None:
+                    continue
+                m = get_mask(v)
+                g = g * float(replicas) if m is None else g * float(replicas) * tf.cast(
+                    m, g.dtype)
+                penalty += 0.5 * tf.reduce_sum(tf.square(g))
+            loss = loss + coefficient * penalty / float(replicas)
+        tracker = getattr(model, "_loss_tracker", None)  # Keras' own train_step does this
+        if tracker is not None:
+            tracker.update_state(loss * float(replicas), sample_weight=tf.shape(x)[0])
+        gradients = tape.gradient(model.optimizer.scale_loss(loss), variables)
+        model.optimizer.apply_gradients(zip(gradients, variables))
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    return train_step
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops ``fit`` once the optimizer has done ``total_steps`` steps."""
+
+    def __init__(self, total_steps):
+        super().__init__()
+        self.total_steps = total_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+            self.model.stop_training = True
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Saves every ``save_freq`` steps and around mask updates; never after a NaN."""
+
+    def __init__(self, manager, save_freq, nan_guard, before=None, after=None):
+        super().__init__()
+        self.manager = manager
+        self.save_freq = save_freq
+        self.nan_guard = nan_guard
+        self.before = before
+        self.after = after
+        self._pending = None
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._pending = None
+        if self.before is None:
+            return
+        step = self._step()
+        if bool(self.model.optimizer.updater.should_update(step)):
+            self.before.save(checkpoint_number=step)
+            self._pending = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.nan_guard.failed_step is not None:
+            return
+        step = self._step()
+        if self._pending is not None:
+            self.after.save(checkpoint_number=self._pending)
+            self._pending = None
+        if step % self.save_freq == 0 and _all_finite(self.model):
+            self.manager.save(checkpoint_number=step)
+
+
+def _all_finite(model) -> bool:
+    """Whether every trainable weight is finite (a diverged state is never saved)."""
+    return all(bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))))
+               for v in model.trainable_variables)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write(path: str, text: str):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _config_text(seed: int) -> str:
+    return f"# rigl-train seed = {seed}\n" + config_lib.operative_config()
+
+
+def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
+    """Refuses a logdir holding a different run; with ``overwrite`` deletes any run there.
+
+    A logdir whose ``operative_config.gin`` equals ``text`` is the same run: it resumes.
+    """
+    path = os.path.join(logdir, OPERATIVE_CONFIG)
+    has_config = tf.io.gfile.exists(path)
+    has_ckpt = tf.io.gfile.exists(os.path.join(logdir, "checkpoint"))
+    if not (has_config or has_ckpt):
+        return
+    existing = ""
+    if has_config:
+        with tf.io.gfile.GFile(path) as f:
+            existing = f.read()
+    if overwrite:
+        log(f"--overwrite: deleting the run in {logdir}.")
+        tf.io.gfile.rmtree(logdir)
+        return
+    if existing == text:
+        return
+    import difflib
+
+    reason = ("a run with a different operative config (or seed)" if has_config
+              else "checkpoints but no operative_config.gin")
+    diff = "\n".join(list(difflib.unified_diff(
+        existing.splitlines(), text.splitlines(), "existing", "requested", lineterm="",
+        n=0))[:40])
+    raise LogdirConflictError(
+        f"`--logdir`={logdir!r} holds {reason}. Use another logdir, or pass --overwrite to "
+        f"delete it.\n{diff}"
+    )
+
+
+def _train_dataset(spec, seed, skip_steps):
+    d = spec.data
+    ds = datasets.get_dataset(
+        d.dataset_name, "train", spec.training.batch_size, shuffle=True, seed=seed,
+        data_dir=d.data_dir, repeat=True, drop_remainder=True, augment=d.augment,
+        normalization=d.normalization, image_size=d.image_size,
+        shuffle_buffer=d.shuffle_buffer)
+    return ds.skip(skip_steps) if skip_steps else ds
+
+
+def _eval_dataset(spec, split, max_examples=None):
+    d = spec.data
+    ds = datasets.get_dataset(
+        d.dataset_name, split, spec.training.val_batch_size, shuffle=False,
+        data_dir=d.data_dir, augment=False, normalization=d.normalization,
+        image_size=d.image_size)
+    if max_examples:
+        ds = ds.take(max(1, math.ceil(max_examples / spec.training.val_batch_size)))
+    return ds
+
+
+def _fixed_batch(spec, split, size, seed, info):
+    d = spec.data
+    size = min(size, info.num_examples[split])
+    kwargs = {"normalization": d.normalization, "image_size": d.image_size}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return datasets.get_fixed_batch(d.dataset_name, split, size, seed=seed,
+                                    data_dir=d.data_dir, **kwargs)
+
+
+def _summary(spec, info, model, optimizer, strategy) -> str:
+    report = rigl_tf.sparsity_report(model)
+    lines = [
+        f"dataset: {info.name} input_shape={info.input_shape} classes={info.num_classes} "
+        f"examples={info.num_examples}",
+        f"network: {spec.network.network_name} params={model.count_params()} "
+        f"kernel_params={models.count_params(model)}",
+        f"optimizer: {spec.optimizer.name} lr={spec.optimizer.learning_rate} "
+        f"schedule={spec.optimizer.schedule} warmup={spec.optimizer.warmup_steps}",
+        f"updater: {optimizer.updater.get_config()}",
+        f"training: total_steps={spec.training.total_steps} batch_size="
+        f"{spec.training.batch_size} save_freq={spec.training.save_freq} log_freq="
+        f"{spec.training.log_freq}",
+        f"strategy: {type(strategy).__name__} replicas={strategy.num_replicas_in_sync}",
+        str(report),
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = (),
+                   preload_gin_config: Optional[str] = None, logdir: str = "/tmp/rigl_tf",
+                   seed: int = 0, mode: str = "train_eval", strategy: str = "default",
+                   tpu: Optional[str] = None, overwrite: bool = False, dry_run: bool = False,
+                   verbose="auto", extra_callbacks: Sequence = ()) -> Dict:
+    """Runs one experiment (what ``rigl-train`` does, callable in-process).
+
+    Args:
+      gin_config: gin files.
+      gin_bindings: gin bindings.
+      preload_gin_config: a gin file read first (e.g. another run's operative config).
+      logdir: the run directory.
+      seed: the run's seed.
+      mode: 'train_eval' or 'hessian'.
+      strategy: 'default', 'mirrored', 'multi_worker' or 'tpu'.
+      tpu: TPU address for 'tpu'.
+      overwrite: delete a logdir holding a different run.
+      dry_run: build everything, print a summary, and return without training or writing.
+      verbose: ``model.fit`` verbosity.
+      extra_callbacks: further Keras callbacks (appended; e.g. for tests).
+
+    Returns:
+      The results dict (also written to ``results.json``); for a dry run, the summary.
+
+    Raises:
+      ValueError: bad flags or gin values (message names the parameter).
+      LogdirConflictError: the logdir holds a different run and ``overwrite`` is False.
+      TrainingDivergedError: the loss became NaN/Inf (the last good checkpoint stays).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown `--mode` {mode!r}; known modes: {', '.join(MODES)}.")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown `--strategy` {strategy!r}; known strategies: "
+                         f"{', '.join(STRATEGIES)}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`--seed` must be an integer >= 0, got {seed!r}.")
+    if mode == "hessian":
+        _hessian_module()
+    start_time = time.time()
+    config_lib.parse(gin_config, gin_bindings, preload_gin_config)
+    spec = config_lib.resolve()
+    text = _config_text(seed)
+    analysis = config_lib.resolve_analysis()  # validated, but not part of the run's identity
+    keras.backend.clear_session()  # deterministic layer names and initializers
+    keras.utils.set_random_seed(int(seed))
+    info = datasets.get_dataset_info(spec.data.dataset_name, spec.data.data_dir,
+                                     spec.data.image_size)
+    dist = make_strategy(strategy, tpu)
+    log = print if verbose else (lambda *a, **k: None)
+    t = spec.training
+
+    if not dry_run and mode == "train_eval":
+        _check_logdir(logdir, text, overwrite, log)
+    write_dir = _worker_dir(logdir, dist)
+    manager_probe = None if dry_run else tf.train.latest_checkpoint(write_dir)
+    resuming = manager_probe is not None
+
+    def batch_fn():
+        return _fixed_batch(spec, "train", t.batch_size, seed, info)
+
+    with dist.scope():
+        if resuming:  # the state comes from the checkpoint: skip the costly init steps
+            model = _build_for_restore(spec, info, seed)
+        else:
+            model = build_model(spec, info, seed, batch_fn, log=log, dry_run=dry_run)
+        inner = config_lib.build_optimizer(spec.optimizer, t.total_steps)
+        updater = config_lib.build_updater(spec, seed)
+        opt = rigl_tf.SparseOptimizer(inner, updater)
+        model.compile(optimizer=opt,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=t.jit_compile)
+        opt.build(model.trainable_variables)
+    if t.gradient_regularization > 0:
+        model.train_step = _gradient_regularized_step(model, t.gradient_regularization)
+
+    summary = _summary(spec, info, model, opt, dist)
+    if dry_run:
+        log(summary)
+        log("Dry run: nothing trained or written.")
+        return {"dry_run": True, "summary": summary, "spec": spec, "analysis": analysis}
+    if mode == "hessian":
+        return run_hessian(spec, analysis["hessian"], model, logdir, info, seed, log=log)
+
+    tf.io.gfile.makedirs(write_dir)
+    _atomic_write(os.path.join(write_dir, OPERATIVE_CONFIG), text)
+    ckpt = make_checkpoint(model, opt)
+    manager = tf.train.CheckpointManager(ckpt, write_dir, max_to_keep=None,
+                                         checkpoint_name=CKPT_NAME)
+    if resuming:
+        status = ckpt.restore(manager.latest_checkpoint)
+        status.assert_existing_objects_matched()
+        log(f"Resumed from {manager.latest_checkpoint}.")
+    else:
+        manager.save(checkpoint_number=0)
+    start_step = int(opt.iterations.numpy())
+    initial = None
+    if resuming:
+        first = os.path.join(write_dir, f"{CKPT_NAME}-0")
+        if tf.io.gfile.exists(first + ".index"):
+            values = _read_list(first, "variables", list(model.variables), "step-0", first)
+            by_id = {id(v): val for v, val in zip(model.variables, values)}
+            initial = [by_id[id(v)] for v in model.trainable_variables]
+    log(summary)
+
+    writer = tf.summary.create_file_writer(os.path.join(write_dir, "summaries"))
+    nan_guard = callbacks_lib.NanGuard()
+    before = after = None
+    if t.checkpoint_mask_updates:
+        before = tf.train.CheckpointManager(
+            ckpt, os.path.join(write_dir, "mask_updates", "before"), max_to_keep=None,
+            checkpoint_name=CKPT_NAME)
+        after = tf.train.CheckpointManager(
+            ckpt, os.path.join(write_dir, "mask_updates", "after"), max_to_keep=None,
+            checkpoint_name=CKPT_NAME)
+    held_x, held_y = _fixed_batch(spec, "test", t.val_batch_size, seed, info)
+    cbs = [
+        nan_guard,
+        _StopAtStep(t.total_steps),
+        _Checkpointer(manager, t.save_freq, nan_guard, before, after),
+        callbacks_lib.MetricsSummary(writer),
+        callbacks_lib.SparsitySummary(writer, t.log_freq),
+        callbacks_lib.GradientFlow(held_x, held_y, t.log_freq, writer),
+        callbacks_lib.DistanceToInit(t.log_freq, writer, initial_weights=initial),
+    ] + list(extra_callbacks)
+
+    remaining = t.total_steps - start_step
+    if remaining > 0:
+        train_ds = _train_dataset(spec, seed, start_step)
+        test_ds = _eval_dataset(spec, "test")
+        initial_epoch = start_step // t.log_freq
+        model.fit(train_ds, epochs=initial_epoch + math.ceil(remaining / t.log_freq),
+                  initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
+                  validation_data=test_ds, callbacks=cbs, verbose=verbose, shuffle=False)
+    if nan_guard.failed_step is not None:
+        last = manager.latest_checkpoint
+        raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.")
+    step = int(opt.iterations.numpy())
+    if not _all_finite(model):
+        raise TrainingDivergedError(
+            f"Training diverged: non-finite weights at step {step}; stopped. Last good "
+            f"checkpoint: {manager.latest_checkpoint}.")
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
+            f"-{step}"):
+        manager.save(checkpoint_number=step)
+
+    test = model.evaluate(_eval_dataset(spec, "test"), return_dict=True, verbose=0)
+    train = model.evaluate(_eval_dataset(spec, "train", t.max_train_eval_examples),
+                           return_dict=True, verbose=0)
+    report = rigl_tf.sparsity_report(model)
+    results = {
+        "status": "completed",
+        "step": step,
+        "total_steps": t.total_steps,
+        "resumed_from_step": start_step if resuming else None,
+        "seed": int(seed),
+        "test_loss": float(test["loss"]),
+        "test_accuracy": float(test["accuracy"]),
+        "train_loss": float(train["loss"]),
+        "train_accuracy": float(train["accuracy"]),
+        "sparsity": report.as_dict(),
+        "wall_time_s": time.time() - start_time,
+        "strategy": strategy,
+        "replicas": dist.num_replicas_in_sync,
+        "dataset": info.name,
+        "network": spec.network.network_name,
+    }
+    if _is_chief(dist):
+        _atomic_write(os.path.join(logdir, RESULTS), json.dumps(results, indent=2))
+    writer.close()
+    log(f"Final test accuracy: {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}) "
+        f"at step {step}; sparsity {report.total['sparsity']:.4f}; wall time "
+        f"{results['wall_time_s']:.1f}s.")
+    return results
+
+
+def _build_for_restore(spec, info, seed):
+    """The model structure of a run, without the (costly) initialization steps."""
+    sp = spec.sparsity
+    dense = build_dense_model(spec, info)
+    start = 0.0 if spec.mask_updater.update_alg in config_lib.ONESHOT_ALGORITHMS else \
+        sp.sparsity
+    return rigl_tf.sparsify(
+        dense, start, sp.distribution, keep_dense=_keep_dense(dense, sp.keep_dense),
+        custom_sparsity=sp.custom_sparsity or None, init="dense", seed=seed,
+        min_active=sp.min_active, erk_power_scale=sp.erk_power_scale)
+
+
+def _hessian_module():
+    """The analysis module's Hessian functions, or a clear error if they are missing."""
+    import importlib
+
+    try:  # the package attribute `rigl_tf.analysis.hessian` is a function: load the module
+        hessian = importlib.import_module("rigl_tf.analysis.hessian")
+    except ImportError:
+        hessian = None
+    if hessian is None or not all(hasattr(hessian, f) for f in ("hessian", "eigenvalues")):
+        raise NotImplementedError(
+            "`--mode=hessian` is not available yet: rigl_tf.analysis.hessian does not provide "
+            "hessian(model, data, masks=..., spectrum=..., chunk_size=...) and "
+            "eigenvalues(matrix). Use --mode=train_eval."
+        )
+    return hessian
+
+
+def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
+    """``--mode=hessian``: eigenvalues of the loss Hessian at a run's checkpoints.
+
+    For every id in ``hessian.ckpt_ids`` the checkpoint ``logdir/ckpt-<id>`` is restored
+    and the Hessian of the mean training loss over a fixed batch of
+    ``hessian.batch_size`` training examples is computed w.r.t. the active weights
+    (``is_dense_spectrum``: all weights); the eigenvalues go to
+    ``logdir/hessian/ckpt-<id>.eigvals.npy`` (existing files are kept unless
+    ``hessian.overwrite``).
+
+    Args:
+      spec: the run's experiment spec.
+      cfg: the ``hessian`` settings (``config.resolve_analysis()['hessian']``).
+      model: the run's model (built, any weights).
+      logdir: the run's logdir.
+      info: the dataset info.
+      seed: seed choosing the fixed batch.
+      log: a print-like function.
+
+    Returns:
+      ``{ckpt id: path of its eigenvalues}``.
+    """
+    hessian = _hessian_module()
+    if not cfg["ckpt_ids"]:
+        raise ValueError("`hessian.ckpt_ids` is empty; list the checkpoint steps to analyse.")
+    x, y = _fixed_batch(spec, "train", cfg["batch_size"], seed, info)
+    out_dir = os.path.join(logdir, "hessian")
+    tf.io.gfile.makedirs(out_dir)
+    ckpt = make_checkpoint(model)
+    results = {}
+    for ckpt_id in cfg["ckpt_ids"]:
+        prefix = resolve_checkpoint(f"{logdir}:{ckpt_id}", "hessian.ckpt_ids")
+        path = os.path.join(out_dir, f"{CKPT_NAME}-{ckpt_id}.eigvals.npy")
+        results[ckpt_id] = path
+        if tf.io.gfile.exists(path) and not cfg["overwrite"]:
+            log(f"Hessian: {path} exists, skipped.")
+            continue
+        ckpt.restore(prefix).expect_partial().assert_existing_objects_matched()
+        masks = [None if get_mask(v) is None else get_mask(v).numpy()
+                 for v in model.trainable_variables]
+        matrix, _ = hessian.hessian(
+            model, (x, y), masks=masks,
+            spectrum="dense" if cfg["is_dense_spectrum"] else "sparse",
+            chunk_size=cfg["rows_at_once"])
+        eigs = hessian.eigenvalues(matrix)
+        with tf.io.gfile.GFile(path, "wb") as f:
+            np.save(f, eigs)
+        log(f"Hessian at {prefix}: {matrix.shape[0]} parameters, max eigenvalue "
+            f"{float(eigs[-1]):.4g}; saved {path}.")
+    return results
+
+
+def main(argv):
+    """absl entry point: runs :func:`run_experiment` with the command-line flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # TF's INFO logs (checkpoint sharding...) are noise
+        logging.set_verbosity(logging.WARNING)
+    run_experiment(
+        gin_config=FLAGS.gin_config, gin_bindings=FLAGS.gin_bindings,
+        preload_gin_config=FLAGS.preload_gin_config, logdir=FLAGS.logdir, seed=FLAGS.seed,
+        mode=FLAGS.mode, strategy=FLAGS.strategy, tpu=FLAGS.tpu, overwrite=FLAGS.overwrite,
+        dry_run=FLAGS.dry_run)
+
+
+def run():
+    """Console-script entry point (``rigl-train``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,229 @@
+"""Gin vocabulary of rigl-train: every config file parses and builds; errors are clear."""
+
+import glob
+import os
+
+import gin
+import keras
+import numpy as np
+import pytest
+
+from rigl_tf.experiments import config as config_lib
+from rigl_tf.experiments import train
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+# configs/lottery/ holds the IMP driver's configs (rigl-lottery, its own vocabulary and
+# tests); every other file is a rigl-train config.
+OTHER_BINARIES = ("lottery",)
+ALL_CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(CONFIGS, "**", "*.gin"), recursive=True)
+    if os.path.relpath(p, CONFIGS).split(os.sep)[0] not in OTHER_BINARIES
+)
+
+
+def _rel(path):
+    return os.path.relpath(path, CONFIGS)
+
+
+def _parse(*bindings, files=()):
+    config_lib.parse(files, bindings)
+    return config_lib.resolve()
+
+
+def test_configs_directory_has_the_expected_experiments():
+    names = {_rel(p) for p in ALL_CONFIGS}
+    for arch in ("mnist_lenet5", "mnist_mlp", "fashion_mnist_lenet5", "fashion_mnist_mlp"):
+        for exp in ("dense", "small_dense", "prune", "lottery", "scratch", "set", "rigl",
+                    "rigl_inverted", "snip", "grasp"):
+            assert f"{arch}/{exp}.gin" in names
+    for exp in ("dense", "prune", "rigl", "set", "scratch", "lottery"):
+        assert f"cifar10_resnet20/{exp}.gin" in names
+    for arch in ("imagenet_resnet50", "imagenet_vgg16"):
+        for exp in ("dense", "rigl", "set", "prune"):
+            assert f"{arch}/{exp}.gin" in names
+    for name in ("hessian.gin", "interpolate.gin", "quickstart.gin"):
+        assert name in names
+
+
+def test_every_config_parses_and_resolves():
+    # One test over all files (the per-test Keras reset costs more than a parse).
+    assert len(ALL_CONFIGS) >= 60
+    for path in ALL_CONFIGS:
+        spec = _parse(files=[path])
+        text = config_lib.operative_config()
+        analysis = config_lib.resolve_analysis()
+        assert "hessian." not in text  # analysis settings stay out of a run's identity
+        if path.endswith("hessian.gin"):
+            assert len(analysis["hessian"]["ckpt_ids"]) > 20
+        if path.endswith("interpolate.gin"):
+            assert analysis["interpolate"]["n_interpolation"] == 29
+        assert "training.total_steps" in text and "network.network_name" in text, path
+        if "fashion_mnist" in path:
+            assert spec.data.dataset_name == "fashion_mnist_idx", path
+        if path.endswith(("rigl.gin", "set.gin")):
+            assert spec.mask_updater.update_alg in ("rigl", "set"), path
+            assert spec.sparsity.sparsity > 0, path
+        if path.endswith("prune.gin"):
+            assert spec.pruning_active and spec.sparsity.sparsity == 0.0, path
+        if path.endswith("lottery.gin"):
+            assert spec.network.mask_init_path and spec.network.weight_init_path, path
+        if path.endswith(("snip.gin", "grasp.gin")):
+            assert spec.oneshot_sparsity > 0.9, path
+
+
+def test_mnist_lenet5_hyperparameters():
+    spec = _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "prune.gin")])
+    assert (spec.training.total_steps, spec.training.batch_size) == (11719, 128)
+    assert (spec.optimizer.name, spec.optimizer.learning_rate, spec.optimizer.momentum,
+            spec.optimizer.schedule) == ("momentum", 0.05, 0.9, "cosine")
+    p = spec.pruning
+    assert (p.final_sparsity, p.begin_step, p.end_step, p.frequency) == (0.95, 3000, 7000, 100)
+    rigl = _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "rigl.gin")])
+    assert rigl.mask_updater.update_freq == 100 and rigl.mask_updater.init_drop_fraction == 0.3
+    assert rigl.network.weight_decay == 0.0005 and rigl.sparsity.sparsity == 0.95
+    assert _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "set.gin")]).mask_updater \
+        .update_freq == 500
+
+
+def test_includes_resolve_from_another_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = _parse(files=[os.path.join(os.path.abspath(CONFIGS), "fashion_mnist_mlp", "rigl.gin")])
+    assert spec.network.network_name == "mlp" and spec.mask_updater.update_alg == "rigl"
+
+
+def test_fast_dry_run_of_representative_configs(capsys):
+    for name in ("quickstart.gin", "mnist_lenet5/rigl.gin", "mnist_mlp/lottery.gin"):
+        out = train.run_experiment([os.path.join(CONFIGS, name)],
+                                   ["data.dataset_name='digits'"], dry_run=True, verbose=1)
+        assert out["dry_run"]
+        assert "total" in out["summary"] and "updater" in out["summary"]
+    printed = capsys.readouterr().out
+    assert "Dry run: nothing trained or written." in printed
+    # The lottery config names a pruning run that does not exist: reported, not fatal.
+    assert "a real run would fail here" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=_rel)
+def test_every_config_dry_run_builds(path, tmp_path):
+    bindings = []
+    if "imagenet" in path:  # same graph, small enough for CI
+        bindings = ["data.image_size = 32", "network.width_multiplier = 0.125"]
+    out = train.run_experiment([path], bindings, logdir=str(tmp_path / "run"), dry_run=True,
+                               verbose=0)
+    assert out["dry_run"] and "total" in out["summary"]
+    assert not os.path.exists(tmp_path / "run")  # a dry run writes nothing
+
+
+def test_unknown_parameter_gets_a_did_you_mean_hint():
+    with pytest.raises(ValueError) as e:
+        _parse("training.total_stepz = 5")
+    msg = str(e.value)
+    assert "total_stepz" in msg and "did you mean training.total_steps" in msg
+
+
+def test_unknown_configurable_gets_a_hint():
+    with pytest.raises(ValueError, match="did you mean training"):
+        _parse("trainng.total_steps = 5")
+    with pytest.raises(ValueError, match="network.hidden_sizes"):
+        _parse("lenet5.hidden_sizes = (6, 16, 120, 84)")
+
+
+@pytest.mark.parametrize("binding, fragment", [
+    ("training.total_steps = 0", "`training.total_steps` must be an integer >= 1, got 0"),
+    ("optimizer.name = 'adagrad'", "`optimizer.name` must be one of"),
+    ("mask_updater.update_alg = 'rigll'", "`mask_updater.update_alg` must be one of"),
+    ("sparsity.sparsity = 1.0", "`sparsity.sparsity` must be a number in [0.0, 1.0)"),
+    ("sparsity.distribution = 'erk2'", "'erk2'"),
+    ("network.network_name = 'lenet7'", "`network.network_name` must be one of"),
+    ("data.dataset_name = 'mnist2'", "`data.dataset_name` must be one of"),
+    ("mask_updater.use_stateless = False", "use_stateless"),
+    ("optimizer.weight_decay = 0.1", "only applies to optimizer.name='adamw'"),
+    ("pruning.mode = 'gradual'", "`pruning.mode` must be one of 'prune', 'constant'"),
+])
+def test_bad_values_name_the_parameter(binding, fragment):
+    with pytest.raises(ValueError) as e:
+        _parse(binding)
+    assert fragment in str(e.value)
+
+
+def test_incompatible_combinations_are_refused():
+    with pytest.raises(ValueError, match="one run has one mask updater"):
+        _parse("pruning.final_sparsity = 0.9", "mask_updater.update_alg = 'rigl'")
+    with pytest.raises(ValueError, match="needs a target"):
+        _parse("mask_updater.update_alg = 'snip'")
+    with pytest.raises(ValueError, match="oneshot_prune_fraction"):
+        _parse("training.oneshot_prune_fraction = 0.9")
+    # Pruning that would start after training is off (the original configs' idiom).
+    spec = _parse("pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000",
+                  "mask_updater.update_alg = 'rigl'")
+    assert not spec.pruning_active
+
+
+def test_build_updater_maps_the_vocabulary():
+    spec = _parse("mask_updater.update_alg = 'snfs'", "mask_updater.update_freq = 7",
+                  "mask_updater.last_update_step = 70", "mask_updater.schedule_alg = 'cosine'")
+    up = config_lib.build_updater(spec, seed=3)
+    cfg = up.get_config()
+    assert (cfg["name"], cfg["update_freq"], cfg["end_step"], cfg["schedule_alg"],
+            cfg["seed"]) == ("snfs", 7, 70, "cosine", 3)
+    spec = _parse("pruning.mode = 'prune'", "pruning.final_sparsity = 0.8",
+                  "pruning.begin_step = 10", "pruning.end_step = 50", "pruning.scope = 'global'")
+    cfg = config_lib.build_updater(spec, 0).get_config()
+    assert (cfg["name"], cfg["schedule"], cfg["final_sparsity"], cfg["scope"]) == (
+        "magnitude", "polynomial", 0.8, "global")
+    spec = _parse("pruning.mode = 'constant'", "pruning.final_sparsity = 0.5",
+                  "pruning.method = 'random'")
+    cfg = config_lib.build_updater(spec, 0).get_config()
+    assert (cfg["name"], cfg["schedule"]) == ("random", "constant")
+    assert config_lib.build_updater(_parse(), 0).name == "static"
+
+
+def test_learning_rate_schedules():
+    spec = _parse("optimizer.learning_rate = 1.0", "optimizer.schedule = 'step'",
+                  "optimizer.boundaries = (10, 20)", "optimizer.decay_factor = 0.1",
+                  "optimizer.warmup_steps = 5")
+    lr = config_lib.build_learning_rate(spec.optimizer, 30)
+    got = [float(lr(s)) for s in (0, 1, 5, 9, 10, 19, 20, 29)]
+    np.testing.assert_allclose(got, [0.0, 0.2, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+    spec = _parse("optimizer.learning_rate = 2.0", "optimizer.schedule = 'cosine'")
+    lr = config_lib.build_learning_rate(spec.optimizer, 100)
+    np.testing.assert_allclose([float(lr(0)), float(lr(50)), float(lr(100))], [2.0, 1.0, 0.0],
+                               atol=1e-6)
+    spec = _parse("optimizer.schedule = 'constant'", "optimizer.learning_rate = 0.3")
+    assert config_lib.build_learning_rate(spec.optimizer, 100) == 0.3
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("momentum", "SGD"), ("adam", "Adam"),
+                                       ("rmsprop", "RMSprop"), ("adamw", "AdamW")])
+def test_build_optimizer(name, cls):
+    spec = _parse(f"optimizer.name = '{name}'", "optimizer.clipnorm = 1.0",
+                  "optimizer.nesterov = True" if name == "momentum" else "")
+    opt = config_lib.build_optimizer(spec.optimizer, 100)
+    assert type(opt).__name__ == cls and opt.clipnorm == 1.0
+    if name == "momentum":
+        assert opt.momentum == 0.9 and opt.nesterov
+    if name == "sgd":
+        assert opt.momentum == 0.0
+
+
+def test_operative_config_records_every_role():
+    _parse("network.hidden_sizes = (8,)")
+    text = config_lib.operative_config()
+    for role in ("training", "optimizer", "network", "unit_scaled_init", "pruning",
+                 "mask_updater", "sparsity", "data"):
+        assert f"{role}." in text
+    assert "network.hidden_sizes = (8,)" in text
+
+
+def test_gin_stays_out_of_the_library():
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "rigl_tf")
+    for sub in ("keras", "sparsity"):
+        for path in glob.glob(os.path.join(root, sub, "*.py")):
+            with open(path) as f:
+                assert "import gin" not in f.read(), path
+
+
+def teardown_module(module):
+    gin.clear_config()
+    keras.backend.clear_session()
