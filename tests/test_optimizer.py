@@ -474,3 +474,30 @@ def test_updater_registry_lists_all():
     assert U.list_updaters() == sorted(
         ["static", "set", "rigl", "rigl_inverted", "snfs", "magnitude", "random"])
     json.dumps(U.RigL().get_config())  # configs are JSON-serialisable
+
+
+def test_rigl_with_heldout_batch_gradients():
+    from rigl_tf.keras.optimizer import heldout_gradient_fn
+
+    model = rigl_tf.sparsify(_net(), 0.8, "uniform", seed=2)
+    xh, yh = _data(8, seed=5)
+    opt = rigl_tf.SparseOptimizer(
+        keras.optimizers.SGD(0.0),
+        U.RigL(update_freq=1, start_step=0, init_drop_fraction=0.25, schedule_alg="constant",
+               regrow_dropped=False),
+        gradient_fn=heldout_gradient_fn(model, xh, yh))
+    loop = _Loop(model, opt)
+    masks0 = rigl_tf.get_masks(model)
+    with tf.GradientTape() as tape:
+        loss = LOSS(yh, model(xh, training=False))
+    weights = [w for _, w, _ in rigl_tf.masked_weights(model)]
+    held = dict(zip([k for k, _, _ in rigl_tf.masked_weights(model)],
+                    [g.numpy() for g in tape.gradient(loss, weights)]))
+    x, y = _data(8, seed=9)  # the training batch differs from the held-out one
+    loop.step(x, y)
+    for key, new in rigl_tf.get_masks(model).items():
+        old, g = masks0[key], held[key]
+        grown = (old == 0) & (new == 1)
+        never = (old == 0) & (new == 0)
+        assert grown.sum() > 0
+        assert np.abs(g[grown]).min() >= np.abs(g[never]).max()

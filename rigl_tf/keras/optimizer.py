@@ -106,6 +106,10 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         'rigl', 'rigl_inverted', 'snfs', 'magnitude', 'random'); default 'static'.
       rewind_step: if set (>= 0), the trainable weights after that many steps are saved in
         checkpointed variables; :meth:`rewind` restores them under the current masks.
+      gradient_fn: optional function returning the dense gradients (one per masked weight,
+        in ``masked_items`` order) that gradient-based updaters score instead of the
+        current batch's, e.g. ``heldout_gradient_fn(model, x, y)`` for a held-out batch.
+        Runtime-only: not serialised.
       name: optimizer name.
 
     Raises:
@@ -114,8 +118,8 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         inner optimizer whose state cannot be reset at regrown connections.
     """
 
-    def __init__(self, inner_optimizer, updater="static", rewind_step=None, name=None,
-                 **kwargs):
+    def __init__(self, inner_optimizer, updater="static", rewind_step=None, gradient_fn=None,
+                 name=None, **kwargs):
         if kwargs:
             raise ValueError(
                 f"SparseOptimizer does not accept {sorted(kwargs)}; set those on the "
@@ -146,6 +150,9 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer = inner_optimizer
         self._updater = _Untracked(updater)
         self.rewind_step = None if rewind_step is None else int(rewind_step)
+        if gradient_fn is not None and not callable(gradient_fn):
+            raise TypeError(f"`gradient_fn` must be callable, got {type(gradient_fn).__name__}.")
+        self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
 
     # ------------------------------------------------------------------ properties
@@ -314,9 +321,17 @@ class SparseOptimizer(keras.optimizers.Optimizer):
     def _update_masks(self, distribution, step, item_grads):
         updater = self.updater
         items = self.masked_items
-        grads = self._reduce(distribution, item_grads) if updater.needs_gradients else [
-            None
-        ] * len(items)
+        if not updater.needs_gradients:
+            grads = [None] * len(items)
+        elif self._gradient_fn.value is not None:
+            grads = [tf.cast(g, tf.float32) for g in self._gradient_fn.value()]
+            if len(grads) != len(items):
+                raise ValueError(
+                    f"`gradient_fn` returned {len(grads)} gradients; expected one per masked "
+                    f"weight ({len(items)}: {[it.key for it in items]})."
+                )
+        else:
+            grads = self._reduce(distribution, item_grads)
         if updater.needs_gradients:
             missing = [it.key for it, g in zip(items, grads) if g is None]
             if missing:
@@ -407,6 +422,30 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         )
         updater = updaters_lib.deserialize_updater(config.pop("updater"))
         return cls(inner, updater, **config)
+
+
+def heldout_gradient_fn(model, x, y, loss_fn=None):
+    """Returns a ``gradient_fn`` for :class:`SparseOptimizer`: dense gradients of the mean
+    loss on a fixed held-out batch ``(x, y)``, one per masked weight.
+
+    Args:
+      model: the sparse model being trained.
+      x, y: the held-out batch (arrays or tensors).
+      loss_fn: ``fn(y_true, logits)``; default sparse categorical cross-entropy from logits.
+    """
+    from rigl_tf.keras.model_ops import masked_weights
+
+    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x = tf.constant(x)
+    y = tf.constant(y)
+    weights = [w for _, w, _ in masked_weights(model)]
+
+    def fn():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=False))
+        return tape.gradient(loss, weights)
+
+    return fn
 
 
 def _mask_assign(var, mask):
