@@ -501,3 +501,20 @@ def test_rigl_with_heldout_batch_gradients():
         never = (old == 0) & (new == 0)
         assert grown.sum() > 0
         assert np.abs(g[grown]).min() >= np.abs(g[never]).max()
+
+
+def test_grow_init_unit_scaled():
+    model = rigl_tf.sparsify(_net(), 0.8, "uniform")
+    opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.0),
+                                  U.SET(update_freq=1, start_step=0, grow_init="unit_scaled",
+                                        regrow_dropped=False, schedule_alg="constant"))
+    loop = _Loop(model, opt)
+    masks0 = rigl_tf.get_masks(model)
+    x, y = _data(8)
+    loop.step(x, y)
+    for key, w, m in rigl_tf.masked_weights(model):
+        grown = (masks0[key] == 0) & (m.numpy() == 1)
+        assert grown.sum() > 0 and np.all(w.numpy()[grown] != 0)
+        assert np.all(w.numpy()[m.numpy() == 0] == 0)
+    with pytest.raises(ValueError, match="Unknown `grow_init` 'ones'"):
+        U.RigL(grow_init="ones")

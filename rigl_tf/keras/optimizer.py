@@ -351,7 +351,11 @@ class SparseOptimizer(keras.optimizers.Optimizer):
             keep = new - grown  # active before and after
             changed.append(tf.reduce_sum(grown))
             item.mask.assign(tf.cast(new, item.mask.dtype))
-            item.var.assign(tf.cast(w * keep, item.var.dtype))
+            value = w * keep
+            init = updater.grow_values(step, item, new)
+            if init is not None:
+                value += tf.cast(init, tf.float32) * grown
+            item.var.assign(tf.cast(value, item.var.dtype))
             for slot, reset in slots:
                 value = tf.convert_to_tensor(slot)
                 keep_s = tf.cast(keep, value.dtype)

@@ -139,6 +139,10 @@ class Updater:
         """Per-step state update from the dense gradient (default: none)."""
         return state
 
+    def grow_values(self, step, item, new_mask):
+        """Values for newly grown weights; None means zeros."""
+        return None
+
     def drop_fraction(self, step, lr_info=None):
         """The fraction of active weights changed at ``step`` (0 for pruning)."""
         return tf.constant(0.0)
@@ -158,6 +162,9 @@ class Static(Updater):
         return list(masks)
 
 
+GROW_INITS = ("zeros", "unit_scaled")
+
+
 class DropGrowUpdater(Updater):
     """Dynamic sparse training: drop the lowest ``drop_score``, grow the highest
     ``grow_score`` among inactive connections, keeping every layer's count exact.
@@ -168,6 +175,8 @@ class DropGrowUpdater(Updater):
       end_step: last update step (``last_update_step``): < 0 never stops, 0 disables.
       init_drop_fraction: fraction of active weights dropped at the first update.
       schedule_alg: 'cosine' (decays to 0 at ``end_step``), 'constant' or 'lr'.
+      grow_init: value of newly grown weights: 'zeros' (default, as in RigL) or
+        'unit_scaled' (drawn with variance 2 / sparse fan-in of the new mask, stateless).
       regrow_dropped: whether a connection dropped in an update may be regrown in the same
         update (True in the original RigL/SET; it then keeps its value).
       seed: seed of the stateless randomness (SET growth), keyed by (seed, step, layer).
@@ -177,8 +186,13 @@ class DropGrowUpdater(Updater):
     regrow_dropped_default = True
 
     def __init__(self, update_freq=100, start_step=None, end_step=-1, init_drop_fraction=0.3,
-                 schedule_alg="cosine", regrow_dropped=None, seed=0):
+                 schedule_alg="cosine", regrow_dropped=None, grow_init="zeros", seed=0):
         super().__init__(seed)
+        if grow_init not in GROW_INITS:
+            raise ValueError(
+                f"Unknown `grow_init` {grow_init!r}; known: {', '.join(GROW_INITS)}."
+            )
+        self.grow_init = grow_init
         self.schedule = UpdateSchedule(update_freq, start_step, end_step)
         self.fraction = DropFractionSchedule(
             schedule_alg, init_drop_fraction, self.schedule.start_step,
@@ -190,6 +204,19 @@ class DropGrowUpdater(Updater):
 
     def should_update(self, step):
         return self.schedule.is_update_step(step)
+
+    def grow_values(self, step, item, new_mask):
+        """Initial values of newly grown weights (only read where they were grown)."""
+        if self.grow_init == "zeros":
+            return None
+        from rigl_tf.sparsity import init as init_lib
+        from rigl_tf.keras.wrapper import get_unit_axes
+
+        in_axes, out_axes = get_unit_axes(item.var)
+        seed = masks_lib.stateless_seed(self.seed, step, 20_000 + item.index)
+        fan_in, _ = init_lib.sparse_fans(new_mask, in_axes, out_axes)
+        std = tf.sqrt(tf.math.divide_no_nan(2.0, fan_in))
+        return tf.random.stateless_normal(tf.shape(new_mask), seed=seed) * std
 
     def drop_fraction(self, step, lr_info=None):
         lr, lr0 = lr_info if lr_info is not None else (None, None)
@@ -258,6 +285,7 @@ class DropGrowUpdater(Updater):
             "init_drop_fraction": self.fraction.init_drop_fraction,
             "schedule_alg": self.fraction.schedule,
             "regrow_dropped": self.regrow_dropped,
+            "grow_init": self.grow_init,
         }
 
 
