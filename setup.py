@@ -30,6 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "rigl-train=rigl_tf.experiments.train:run",
+            "rigl-lottery=rigl_tf.lottery.main:run",
         ],
     },
     include_package_data=True,

@@ -1,0 +1,270 @@
+r"""rigl-lottery: gin-configured, resumable iterative magnitude pruning (lottery tickets).
+
+Usage::
+
+    rigl-lottery --gin_config=configs/lottery/quickstart_imp.gin --root_dir=/tmp/lottery
+    python -m rigl_tf.lottery.main \
+        --gin_config=configs/lottery/fashion_mnist_lenet5_step.gin \
+        --gin_bindings="lottery_run.levels = 3" --root_dir=/tmp/lottery
+
+Gin vocabulary:
+
+* ``imp.<name>``: every field of :class:`rigl_tf.lottery.imp.IMPConfig` (network,
+  dataset, training, pruning, rewinding, adaptive ratio, repellent loss, seeds). These
+  define the run: they are stored in ``config.json`` and name its directory
+  ``<root_dir>/<run name>``.
+* ``lottery_run.<name>``: what to execute in that run (levels, one-shot pruning,
+  branches); changing these never invalidates finished work.
+
+Re-running the same command continues after the last finished level and skips finished
+one-shot runs and branches; a ``--run_dir`` that holds a different configuration is
+refused. The run directory also receives ``operative_config.gin`` (the last invocation's
+gin parameters) and ``summary.json``.
+"""
+
+import dataclasses
+import logging as logging_std
+import os
+from typing import Dict, List, Optional, Sequence
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gin  # noqa: E402
+
+from rigl_tf.lottery import branches as branches_lib  # noqa: E402
+from rigl_tf.lottery import imp as imp_lib  # noqa: E402
+from rigl_tf.lottery import importance as importance_lib  # noqa: E402
+from rigl_tf.lottery import layout  # noqa: E402
+
+OPERATIVE_CONFIG = "operative_config.gin"
+# Repository checkout: <repo>/rigl_tf/lottery/main.py -> <repo>/configs.
+CONFIGS_DIR = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs"))
+
+imp = gin.external_configurable(imp_lib.IMPConfig, "imp")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What to execute in an IMP run (see :func:`lottery_run`)."""
+
+    levels: int
+    target_sparsity: Optional[float]
+    oneshot_sparsities: tuple
+    branches: tuple
+    branch_levels: Optional[tuple]
+    branch_seeds: tuple
+    eval_batch_size: int
+
+
+@gin.configurable("lottery_run")
+def lottery_run(levels=3, target_sparsity=None, oneshot_sparsities=(), branches=(),
+                branch_levels=None, branch_seeds=(1,), eval_batch_size=1000):
+    """The work to do in a run.
+
+    Args:
+      levels: the last IMP level ``L_max`` (levels ``0 .. L_max`` are run).
+      target_sparsity: stop IMP after the first level reaching this sparsity (and report
+        the compute saved by the adaptive ratio against the fixed one).
+      oneshot_sparsities: sparsities for one-shot magnitude pruning (OMP) runs.
+      branches: branch names to run (see ``rigl_tf.lottery.branches.BRANCHES``).
+      branch_levels: IMP levels to branch from (default: the last level reached).
+      branch_seeds: branch seeds (>= 1), one branch run per seed.
+      eval_batch_size: test batch size.
+
+    Returns:
+      A :class:`RunSpec`.
+    """
+    imp_lib._check_int("lottery_run.levels", levels, 0)
+    if target_sparsity is not None:
+        importance_lib.check_fraction(target_sparsity, "lottery_run.target_sparsity")
+    for i, s in enumerate(oneshot_sparsities):
+        importance_lib.check_fraction(s, f"lottery_run.oneshot_sparsities[{i}]")
+    for name in branches:
+        if name not in branches_lib.BRANCHES:
+            raise ValueError(
+                f"Unknown branch {name!r} in `lottery_run.branches`; known branches: "
+                f"{', '.join(branches_lib.BRANCHES)}.")
+    if branch_levels is not None:
+        for i, lvl in enumerate(branch_levels):
+            imp_lib._check_int(f"lottery_run.branch_levels[{i}]", lvl, 0)
+            if lvl > levels:
+                raise ValueError(
+                    f"`lottery_run.branch_levels[{i}]`={lvl} is beyond `lottery_run.levels`"
+                    f"={levels}; branch levels must be finished IMP levels.")
+    for i, s in enumerate(branch_seeds):
+        imp_lib._check_int(f"lottery_run.branch_seeds[{i}]", s, 1)
+    imp_lib._check_int("lottery_run.eval_batch_size", eval_batch_size, 1)
+    return RunSpec(int(levels), target_sparsity, tuple(oneshot_sparsities), tuple(branches),
+                   None if branch_levels is None else tuple(branch_levels),
+                   tuple(branch_seeds), int(eval_batch_size))
+
+
+_search_paths: List[str] = []
+
+
+def _add_search_path(path: str):
+    path = os.path.abspath(path)
+    if path not in _search_paths:
+        _search_paths.append(path)
+        gin.add_config_file_search_path(path)
+
+
+def parse(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
+    """Parses gin files and bindings afresh.
+
+    ``include`` statements resolve against the repository's ``configs/`` directory and the
+    directory of each file.
+
+    Raises:
+      FileNotFoundError: for a missing config file.
+      ValueError: for unknown configurables or parameters.
+    """
+    gin.clear_config()
+    if os.path.isdir(CONFIGS_DIR):
+        _add_search_path(CONFIGS_DIR)
+    for f in gin_config:
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"`--gin_config` file {f!r} does not exist.")
+        _add_search_path(os.path.dirname(os.path.abspath(f)))
+    root = logging_std.getLogger()
+    root.addFilter(_quiet_gin_lookup)
+    try:
+        gin.parse_config_files_and_bindings(list(gin_config), list(gin_bindings))
+    finally:
+        root.removeFilter(_quiet_gin_lookup)
+
+
+def _quiet_gin_lookup(record) -> bool:
+    # gin logs a failed lookup for every search path it tries before finding an include.
+    message = str(record.msg)
+    return not message.startswith(("Path not found", "system_path_file_exists"))
+
+
+def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = (), *,
+                root_dir: str = "/tmp/rigl_lottery", run_dir: Optional[str] = None,
+                data_dir: Optional[str] = None, fit_verbose: int = 0,
+                print_fn=print) -> Dict:
+    """Runs (or resumes) the IMP run that the gin files and bindings describe.
+
+    Args:
+      gin_config: gin files.
+      gin_bindings: gin bindings (applied after the files).
+      root_dir: parent of the run directory (named by the hyperparameters).
+      run_dir: explicit run directory (overrides ``root_dir``).
+      data_dir: data directory for IDX / tfds datasets.
+      fit_verbose: ``model.fit`` verbosity.
+      print_fn: where tables go.
+
+    Returns:
+      ``{"run_dir", "levels", "oneshot", "branches", "savings"}``.
+
+    Raises:
+      ValueError: for invalid hyperparameters (naming the parameter), or
+        ``layout.RunDirConflictError`` for a run directory of another configuration.
+    """
+    parse(gin_config, gin_bindings)
+    config = imp()
+    spec = lottery_run()
+    run = imp_lib.IMPRun(config, root_dir, run_dir=run_dir, data_dir=data_dir,
+                         eval_batch_size=spec.eval_batch_size, verbose=fit_verbose)
+    _write_text(os.path.join(run.run_dir, OPERATIVE_CONFIG), gin.operative_config_str())
+    print_fn(f"IMP run directory: {run.run_dir}")
+    done = run.finished_levels()
+    if done:
+        print_fn(f"Resuming: levels {done[0]}..{done[-1]} are finished and skipped.")
+    levels = run.run(spec.levels, spec.target_sparsity)
+    print_fn(imp_lib.format_summary(run.write_summary()))
+    oneshot = []
+    for s in spec.oneshot_sparsities:
+        m = run.run_oneshot(s)
+        oneshot.append({"sparsity": s, "test_accuracy": m["test_accuracy"]})
+        print_fn(f"OMP to sparsity {s:g}: test accuracy {m['test_accuracy']:.4f}")
+    branch_rows: List[Dict] = []
+    last = len(levels) - 1
+    for level in spec.branch_levels if spec.branch_levels is not None else (last,):
+        for name in spec.branches:
+            for seed in spec.branch_seeds:
+                m = run.run_branch(level, name, seed)
+                branch_rows.append({"level": level, "branch": name, "seed": seed,
+                                    "density": m["density"],
+                                    "kernel_params": m["kernel_params"],
+                                    "test_accuracy": m["test_accuracy"]})
+    if branch_rows:
+        print_fn(_format_branches(branch_rows))
+    savings = None
+    if spec.target_sparsity is not None:
+        savings = run.compute_savings(spec.target_sparsity)
+        print_fn(_format_savings(savings))
+    return {"run_dir": run.run_dir, "levels": levels, "oneshot": oneshot,
+            "branches": branch_rows, "savings": savings}
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    layout._atomic(path, write, ".gin")
+
+
+def _format_branches(rows):
+    head = f"{'level':>5} {'branch':<14} {'seed':>4} {'density':>9} {'kernels':>8} {'test acc':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['level']:>5} {r['branch']:<14} {r['seed']:>4} {r['density']:>9.5f} "
+                     f"{r['kernel_params']:>8} {r['test_accuracy']:>9.4f}")
+    return "\n".join(lines)
+
+
+def _format_savings(s):
+    if s["adaptive_levels"] is None:
+        return (f"Target sparsity {s['target_sparsity']:g} not reached; a fixed ratio of "
+                f"{s['fixed_fraction']:g} needs {s['fixed_levels']} levels "
+                f"({s['fixed_steps']} steps).")
+    return (f"Target sparsity {s['target_sparsity']:g}: this run needed "
+            f"{s['adaptive_levels']} levels ({s['adaptive_steps']} steps); a fixed ratio of "
+            f"{s['fixed_fraction']:g} needs {s['fixed_levels']} levels ({s['fixed_steps']} "
+            f"steps): saved {s['saved_levels']} levels, {s['saved_steps']} steps "
+            f"({100 * s['saved_fraction']:.1f}%).")
+
+
+# --------------------------------------------------------------------------- absl
+
+
+def _define_flags():
+    # Defined on first use, not at import: rigl-train defines --gin_config and
+    # --gin_bindings too, and both modules may live in one process (tests, notebooks).
+    def define(kind, name, default, help_):
+        if name not in flags.FLAGS:
+            getattr(flags, kind)(name, default, help_)
+
+    define("DEFINE_multi_string", "gin_config", [], "Gin config files (later ones override).")
+    define("DEFINE_multi_string", "gin_bindings", [],
+           "Gin bindings, e.g. 'imp.train_steps = 100'.")
+    define("DEFINE_string", "root_dir", "/tmp/rigl_lottery",
+           "Parent directory of run directories (named by the hyperparameters).")
+    define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
+    define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
+    define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
+
+
+def main(argv):
+    """absl entry point: :func:`run_lottery` with the command-line flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    F = flags.FLAGS
+    run_lottery(F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
+                data_dir=F.data_dir, fit_verbose=F.fit_verbose)
+
+
+def run(argv=None):
+    """Console-script entry point (``rigl-lottery``)."""
+    _define_flags()
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,211 @@
+"""IMP driver: exact densities, rewinding, resumption, run directories and bad input."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import rigl_tf
+from rigl_tf.lottery import IMPConfig, IMPRun, RunDirConflictError, layout
+from rigl_tf.sparsity.distributions import num_active
+
+T = 6  # training steps per level: tiny
+
+
+def _config(**kwargs):
+    base = dict(network="mlp", dataset="digits", model_kwargs={"hidden_sizes": [16]},
+                train_steps=T, batch_size=32, learning_rate=0.05)
+    base.update(kwargs)
+    return IMPConfig(**base)
+
+
+class _StartRecorder(keras.callbacks.Callback):
+    """Records the run model's weights when each stage's first fit begins."""
+
+    def __init__(self):
+        super().__init__()
+        self.run = None
+        self.starts = {}
+        self.fits = []
+
+    def on_train_begin(self, logs=None):
+        self.fits.append(self.run.stage)
+        if self.run.stage not in self.starts:
+            self.starts[self.run.stage] = {v.path: v.numpy() for v in self.run.model.weights}
+
+
+def _run(config, directory, recorder=None):
+    recorder = recorder or _StartRecorder()
+    run = IMPRun(config, run_dir=str(directory), callbacks=[recorder])
+    recorder.run = run
+    return run, recorder
+
+
+@pytest.mark.parametrize("scope,rewinding,rewind_step", [
+    ("global", "init", 0), ("layerwise", "step", 2)])
+def test_two_level_imp_density_and_rewinding(tmp_path, scope, rewinding, rewind_step):
+    run, rec = _run(_config(scope=scope, rewinding=rewinding, rewind_step=rewind_step),
+                    tmp_path)
+    metrics = run.run(2)
+    assert [m["level"] for m in metrics] == [0, 1, 2]
+    theta0 = run.read_weights(0, "start")
+    theta_k = run.read_weights(0, "rewind")
+    kernel = "sparse_dense/dense/kernel"
+    assert np.array_equal(theta0[kernel], theta_k[kernel]) == (rewind_step == 0)
+    rewind_point = theta_k if rewinding == "step" else theta0
+    for level in range(3):
+        masks = run.masks(level)
+        sizes = {k: m.size for k, m in masks.items()}
+        density = 0.8 ** level
+        if scope == "global":
+            assert sum(int(m.sum()) for m in masks.values()) == num_active(
+                density, sum(sizes.values()), 0)
+        else:
+            for k, m in masks.items():
+                assert int(m.sum()) == num_active(density, sizes[k], 1), (level, k)
+        if level:
+            prev = run.masks(level - 1)
+            assert all(np.all(masks[k] <= prev[k]) for k in masks)  # nested
+        # The level trained from the masked rewind point: rewind weights * mask.
+        start = rec.starts[f"level_{level:02d}"]
+        items = {w.path: (k, m.path) for k, w, m in rigl_tf.masked_weights(run.model)}
+        reference = rewind_point if level else theta0  # level 0 starts at theta_0
+        for path, value in reference.items():
+            if path in items:
+                key, mask_path = items[path]
+                np.testing.assert_array_equal(start[path], value * masks[key])
+                np.testing.assert_array_equal(start[mask_path], masks[key])
+            elif level:
+                np.testing.assert_array_equal(start[path], value)  # biases rewound too
+        m = run.metrics(level)
+        first = 0 if level == 0 else rewind_step
+        assert (m["start_step"], m["end_step"], m["steps"]) == (first, T, T - first)
+        assert m["target_density"] == pytest.approx(density)
+        assert 0.0 <= m["test_accuracy"] <= 1.0
+        assert os.path.exists(os.path.join(run.level_dir(level), layout.SOLUTION))
+    # Level 0 recorded the loss noise of its last epoch (all T < one epoch of steps).
+    assert len(run.metrics(0)["last_epoch_losses"]) == T
+    summary = json.loads((tmp_path / layout.SUMMARY).read_text())["levels"]
+    assert [r["level"] for r in summary] == [0, 1, 2]
+
+
+def test_resume_trains_only_unfinished_levels(tmp_path):
+    config = _config()
+    run, rec = _run(config, tmp_path)
+    run.run(1)
+    assert rec.fits == ["level_00", "level_01"]
+    stamp = os.stat(os.path.join(run.level_dir(0), layout.METRICS)).st_mtime_ns
+    # A killed level 2: files started, no metrics.json -> it is retrained.
+    os.makedirs(run.level_dir(2))
+    layout.write_arrays(os.path.join(run.level_dir(2), layout.MASK), run.masks(1))
+    keras.backend.clear_session()
+    run2, rec2 = _run(config, tmp_path)  # "re-running the same command"
+    assert run2.finished_levels() == [0, 1]
+    run2.run(2)
+    assert rec2.fits == ["level_02"]
+    assert os.stat(os.path.join(run.level_dir(0), layout.METRICS)).st_mtime_ns == stamp
+    assert sum(int(m.sum()) for m in run2.masks(2).values()) == num_active(
+        0.64, sum(m.size for m in run2.masks(2).values()), 0)
+    run3, rec3 = _run(config, tmp_path)
+    run3.run(2)
+    assert rec3.fits == []
+
+
+@pytest.mark.slow
+def test_lr_rewinding_and_fine_tuning_keep_the_trained_weights(tmp_path):
+    for rewinding in ("lr", "none"):
+        run, rec = _run(_config(rewinding=rewinding, rewind_step=2), tmp_path / rewinding)
+        run.run(1)
+        solution = run.read_weights(0, "solution")
+        masks = run.masks(1)
+        start = rec.starts["level_01"]
+        for key, w, _ in rigl_tf.masked_weights(run.model):
+            np.testing.assert_array_equal(start[w.path], solution[w.path] * masks[key])
+        m = run.metrics(1)
+        assert (m["start_step"], m["steps"]) == (2, T - 2)
+        assert m["constant_lr"] == (None if rewinding == "lr" else pytest.approx(0.005))
+
+
+def test_oneshot_pruning_reuses_the_dense_level(tmp_path):
+    run, rec = _run(_config(scope="layerwise"), tmp_path)
+    m = run.run_oneshot(0.5)
+    assert rec.fits == ["level_00", "omp_s0.5"]
+    masks = layout.read_arrays(os.path.join(layout.oneshot_dir(run.run_dir, 0.5), layout.MASK))
+    for k, mask in masks.items():
+        assert int(mask.sum()) == num_active(0.5, mask.size, 1)
+    assert m["kind"] == "oneshot"
+    assert run.run_oneshot(0.5)["test_accuracy"] == m["test_accuracy"]
+    assert rec.fits == ["level_00", "omp_s0.5"]  # finished: skipped
+
+
+def test_adaptive_ratio_and_repellent_loss_in_a_run(tmp_path):
+    run, _ = _run(_config(adaptive=True, adaptive_examples=64, repellent=0.5,
+                          adaptive_candidates=(0.1, 0.3, 0.6)), tmp_path)
+    run.run(1)
+    m = run.metrics(1)
+    assert m["prune_fraction"] >= 0.2
+    assert m["target_density"] == pytest.approx(1.0 - m["prune_fraction"])
+    info = m["adaptive"]
+    assert info["threshold"] == pytest.approx(info["dense_loss"] + info["epsilon"])
+    assert info["epsilon"] == pytest.approx(np.std(run.metrics(0)["last_epoch_losses"]))
+    assert 1 <= len(info["sweep"]) <= 3
+    savings = run.compute_savings(0.5)
+    assert savings["fixed_levels"] == 4
+
+
+def test_run_name_and_directory_conflict(tmp_path):
+    config = IMPConfig(network="lenet5", dataset="fashion_mnist_idx", rewinding="step",
+                       rewind_step=100)
+    assert config.run_name() == "imp_lenet5_fashion_mnist_idx_p0.2_rewind-step100_global"
+    assert _config(scope="layerwise").run_name() == (
+        "imp_mlp_digits_p0.2_rewind-init_layerwise_hidden_sizes16_train_steps6_batch_size32_"
+        "learning_rate0.05")
+    assert IMPConfig.from_dict(config.to_dict()) == config
+    run = IMPRun(_config(), root_dir=str(tmp_path))
+    assert run.run_dir == str(tmp_path / _config().run_name())
+    with pytest.raises(RunDirConflictError,
+                       match=r"different configuration \(prune_fraction: run dir has 0.2, "
+                             r"this run has 0.5\)"):
+        IMPRun(_config(prune_fraction=0.5), run_dir=run.run_dir)
+    foreign = tmp_path / "foreign"
+    os.makedirs(foreign / "level_00")
+    with pytest.raises(RunDirConflictError, match="no config.json"):
+        IMPRun(_config(), run_dir=str(foreign))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"prune_fraction": 1.0}, r"`prune_fraction` must be a number in the open interval"),
+    ({"prune_fraction": 0}, r"`prune_fraction`.*got 0"),
+    ({"importance": "hessian"}, r"Unknown importance `measure` 'hessian'; known measures: "
+                                r"magnitude"),
+    ({"rewinding": "late"}, r"`rewinding` must be one of 'init', 'step', 'lr', 'none', got"),
+    ({"rewinding": "init", "rewind_step": 3}, r"`rewind_step`=3.*rewinding='init'"),
+    ({"scope": "neuron"}, r"Unknown pruning `scope` 'neuron'"),
+    ({"network": "alexnet"}, r"`network` must be one of .*'mlp'.*got 'alexnet'"),
+    ({"learning_rate": 0}, r"`learning_rate` must be a finite number > 0"),
+])
+def test_bad_config_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _config(**kwargs)
+
+
+def test_rewind_step_past_the_end_of_training(tmp_path):
+    with pytest.raises(ValueError, match=r"`rewind_step`=6 \(step 6\) is past the end of "
+                                         r"training: it must be < the 6 training steps"):
+        IMPRun(_config(rewinding="step", rewind_step=T), run_dir=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"`rewind_epochs`=2.*past the end"):
+        IMPRun(_config(rewinding="step", rewind_epochs=2.0, train_epochs=1.0),
+               run_dir=str(tmp_path / "b"))
+    assert not os.path.exists(tmp_path / "a")  # nothing written for a refused config
+
+
+def test_levels_out_of_order_and_unfinished_reads(tmp_path):
+    run = IMPRun(_config(), run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="needs level 1 to be finished"):
+        run.run_level(2)
+    with pytest.raises(ValueError, match="not finished"):
+        run.metrics(0)
+    with pytest.raises(ValueError, match="`levels` must be an int >= 0"):
+        run.run(-1)
