@@ -134,6 +134,136 @@ def _prune_at_init_unknown():
                           method="obd", sparsity=0.5)
 
 
+# --------------------------------------------------------------------------- rigl-train
+
+_QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "quickstart.gin")
+_TINY = ["network.hidden_sizes = (16,)", "training.batch_size = 16",
+         "training.val_batch_size = 60", "training.total_steps = 4",
+         "training.save_freq = 2", "training.log_freq = 2"]
+
+
+def _rigl_train(bindings=(), dry_run=True, **kwargs):
+    def call():
+        import tempfile
+
+        from rigl_tf.experiments import train
+
+        kwargs.setdefault("logdir", tempfile.mkdtemp(prefix="rigl_err_"))
+        train.run_experiment([_QUICKSTART], list(bindings), dry_run=dry_run, verbose=0,
+                             **kwargs)
+
+    return call
+
+
+def _tree(directory):
+    """{relative path: bytes} of every file under ``directory``."""
+    out = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = f.read()
+    return out
+
+
+def _logdir_conflict():
+    import tempfile
+
+    from rigl_tf.experiments import train
+
+    logdir = tempfile.mkdtemp(prefix="rigl_err_")
+    with open(os.path.join(logdir, "operative_config.gin"), "w") as f:
+        f.write("# rigl-train seed = 0\ntraining.total_steps = 7\n")
+    with open(os.path.join(logdir, "results.json"), "w") as f:
+        f.write("{}")
+    before = _tree(logdir)
+    try:
+        train.run_experiment([_QUICKSTART], _TINY, logdir=logdir, verbose=0)
+    finally:
+        if _tree(logdir) != before:
+            raise AssertionError(f"the refused logdir {logdir} was modified")
+
+
+def _mismatched_mask_checkpoint():
+    import tempfile
+
+    import rigl_tf
+    from rigl_tf.experiments import train
+
+    other = keras.Sequential([keras.Input((64,)), L.Dense(12), L.Dense(10)])
+    other = rigl_tf.sparsify(other, 0.5, "uniform")
+    prefix = train.make_checkpoint(other).write(
+        os.path.join(tempfile.mkdtemp(prefix="rigl_err_"), "ckpt-0"))
+    _rigl_train(_TINY + [f"network.mask_init_path = '{prefix}'"])()
+
+
+def _empty_dataset():
+    import struct
+    import tempfile
+
+    data_dir = tempfile.mkdtemp(prefix="rigl_err_idx_")
+    for name, dims in (("train-images-idx3-ubyte", [0, 28, 28]),
+                       ("train-labels-idx1-ubyte", [0]),
+                       ("t10k-images-idx3-ubyte", [0, 28, 28]),
+                       ("t10k-labels-idx1-ubyte", [0])):
+        with open(os.path.join(data_dir, name), "wb") as f:
+            f.write(struct.pack(">BBBB", 0, 0, 0x08, len(dims)))
+            f.write(b"".join(struct.pack(">I", d) for d in dims))
+    logdir = tempfile.mkdtemp(prefix="rigl_err_")
+    try:
+        _rigl_train(_TINY + ["data.dataset_name = 'mnist_idx'",
+                             f"data.data_dir = '{data_dir}'"], dry_run=False, logdir=logdir)()
+    finally:
+        if os.listdir(logdir):
+            raise AssertionError(f"files were written to {logdir}: {os.listdir(logdir)}")
+
+
+def _nan_loss():
+    import tempfile
+
+    import tensorflow as tf
+
+    from rigl_tf.experiments import train
+
+    logdir = tempfile.mkdtemp(prefix="rigl_err_")
+    try:
+        train.run_experiment(
+            [_QUICKSTART], _TINY + ["optimizer.learning_rate = 1e30",
+                                    "optimizer.schedule = 'constant'",
+                                    "training.total_steps = 30", "training.save_freq = 1",
+                                    "training.log_freq = 30"],
+            logdir=logdir, verbose=0)
+    finally:
+        last = tf.train.latest_checkpoint(logdir)
+        if last is None or os.path.exists(os.path.join(logdir, "results.json")):
+            raise AssertionError("no last good checkpoint, or results.json was written")
+        reader = tf.train.load_checkpoint(last)
+        for key in reader.get_variable_to_shape_map():
+            if key.startswith("variables/"):
+                if not np.all(np.isfinite(reader.get_tensor(key))):
+                    raise AssertionError(f"{last} holds non-finite {key}")
+
+
+def _lottery(**kwargs):
+    def call():
+        from rigl_tf import lottery
+
+        config = lottery.IMPConfig(**kwargs)
+        lottery.IMPRun(config, root_dir=os.devnull + "_unused")
+
+    return call
+
+
+def _branch(name):
+    def call():
+        from rigl_tf.lottery import branches
+
+        branches.check_branch(name)
+
+    return call
+
+
 # (area, what the user did, callable, exception class, regex the message must match)
 CATALOGUE = [
     ("sparsify", "sparsity of 1.0", _sparsify(sparsity=1.0), ValueError,
@@ -239,6 +369,49 @@ CATALOGUE = [
      r"max_params"),
     ("analysis", "probability tables of different shapes", _similarity_bad_probs, ValueError,
      r"shape"),
+    ("lottery", "prune fraction of 1", _lottery(prune_fraction=1.0), ValueError,
+     r"`prune_fraction` must be a number in the open interval \(0, 1\).*got 1.0"),
+    ("lottery", "unknown importance measure", _lottery(importance="taylor"), ValueError,
+     r"Unknown importance `measure` 'taylor'; known measures: magnitude, l1, l2"),
+    ("lottery", "unknown rewinding mode", _lottery(rewinding="back"), ValueError,
+     r"`rewinding` must be one of 'init', 'step', 'lr', 'none', got 'back'"),
+    ("lottery", "rewind step past the end of training",
+     _lottery(network="mlp", dataset="digits", rewinding="step", rewind_step=10**6,
+              train_steps=100), ValueError, r"past the end of training"),
+    ("lottery", "unknown branch", _branch("nope"), ValueError,
+     r"Unknown branch `name` 'nope'; known branches: lottery, reinit"),
     ("oneshot", "unknown pruning-at-init method", _prune_at_init_unknown, ValueError,
      r"'obd'.*snip"),
+    ("rigl-train", "unknown gin parameter", _rigl_train(["mask_updater.update_frq = 3"]),
+     ValueError, r"Unknown parameter mask_updater.update_frq; did you mean "
+     r"mask_updater.update_freq"),
+    ("rigl-train", "unknown strategy", _rigl_train(strategy="horovod"), ValueError,
+     r"Unknown `--strategy` 'horovod'; known strategies: default, mirrored, multi_worker, tpu"),
+    ("rigl-train", "logdir holding a different config, without --overwrite (left unchanged)",
+     _logdir_conflict, ValueError, r"`--logdir`=.* holds a run with a different operative "
+     r"config .*pass --overwrite"),
+    ("rigl-train", "mask checkpoint of a network with other shapes", _mismatched_mask_checkpoint,
+     ValueError, r"`network.mask_init_path`=.*: the masks in checkpoint .* do not match this "
+     r"model"),
+    ("rigl-train", "missing mask checkpoint", _rigl_train(
+        _TINY + ["network.mask_init_path = '/nonexistent/run'"], dry_run=False),
+     FileNotFoundError, r"`network.mask_init_path`='/nonexistent/run': checkpoint "
+     r"'/nonexistent/run' not found"),
+    ("rigl-train", "NaN loss (last good checkpoint kept)", _nan_loss, FloatingPointError,
+     r"Training diverged: `loss` is nan at step \d+; stopped .* Last good checkpoint: .*ckpt-"),
+    ("rigl-train", "empty dataset", _empty_dataset, ValueError,
+     r"`data.dataset_name`='mnist_idx' .* has no 'train' examples"),
+    ("rigl-train", "a layer pruned to nothing", _rigl_train(
+        ["sparsity.custom_sparsity = {'dense': 1.0}"]), ValueError,
+     r"`custom_sparsity\['dense/kernel'\]` must be in \[0, 1\), got 1.0"),
+    ("rigl-train", "unknown non-finite policy", _rigl_train(["training.nonfinite = 'ignore'"]),
+     ValueError, r"`training.nonfinite` must be one of 'stop', 'skip'; got 'ignore'"),
+    ("rigl-train", "unknown mixed-precision policy",
+     _rigl_train(["training.mixed_precision = 'float16'"]), ValueError,
+     r"`training.mixed_precision` must be one of 'float32', 'mixed_float16', "
+     r"'mixed_bfloat16'; got 'float16'"),
+    ("rigl-train", "gradient regularization with --strategy=multi_worker",
+     _rigl_train(["training.gradient_regularization = 0.1"], strategy="multi_worker"),
+     ValueError, r"`training.gradient_regularization`=0.1 is not supported with "
+     r"`--strategy`='multi_worker'"),
 ]
