@@ -232,7 +232,10 @@ def test_pruning_with_erk_targets_and_random_pruning():
 def test_masks_and_slots_identical_across_mirrored_replicas():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("needs 2 logical CPU devices")
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction to one device avoids collective ops, whose instance keys would collide with
+    # another MirroredStrategy created in the same test process.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = rigl_tf.sparsify(_net(), 0.8, "uniform")
         opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.1, momentum=0.9),

@@ -41,6 +41,8 @@ DST_ALGORITHMS = ("set", "rigl", "rigl_inverted", "snfs")
 ONESHOT_ALGORITHMS = ("snip", "grasp", "random")
 UPDATE_ALGORITHMS = ("",) + DST_ALGORITHMS + ONESHOT_ALGORITHMS
 WEIGHT_INIT_METHODS = (None, "unit_scaled", "layer_scaled")
+NONFINITE_POLICIES = ("stop", "skip")
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # Repository checkout: <repo>/rigl_tf/experiments/config.py -> <repo>/configs.
 CONFIGS_DIR = os.path.abspath(
@@ -128,6 +130,9 @@ class TrainingSpec:
     checkpoint_mask_updates: bool
     max_train_eval_examples: int
     jit_compile: bool
+    deterministic: bool
+    nonfinite: str
+    mixed_precision: str
 
 
 @gin.configurable("training")
@@ -135,7 +140,8 @@ def training(total_steps=5000, batch_size=128, val_batch_size=1000, save_freq=50
              log_freq=250, use_metainit=False, metainit_steps=10,
              oneshot_prune_fraction=0.0, gradient_regularization=0.0,
              checkpoint_mask_updates=False, max_train_eval_examples=10000,
-             jit_compile=False):
+             jit_compile=False, deterministic=False, nonfinite="stop",
+             mixed_precision="float32"):
     """The training loop.
 
     Args:
@@ -158,6 +164,15 @@ def training(total_steps=5000, batch_size=128, val_batch_size=1000, save_freq=50
       max_train_eval_examples: the final training-set evaluation uses at most this many
         examples.
       jit_compile: compile the training step with XLA.
+      deterministic: ``tf.config.experimental.enable_op_determinism()`` (bitwise
+        reproducible runs and resumption; slower on GPU). The seed is always fixed.
+      nonfinite: what a NaN/Inf loss or gradient does: 'stop' (stop with one message;
+        the last good checkpoint stays the latest) or 'skip' (that step changes no weight,
+        mask or optimizer slot; ``iterations`` still advances so the step count equals the
+        batches consumed, and a mask update due at that step does not happen).
+      mixed_precision: Keras dtype policy: 'float32', 'mixed_float16' (with Keras's
+        dynamic ``LossScaleOptimizer`` around the ``SparseOptimizer``) or
+        'mixed_bfloat16'. Variables and masks stay float32.
 
     Returns:
       A :class:`TrainingSpec`.
@@ -179,6 +194,10 @@ def training(total_steps=5000, batch_size=128, val_batch_size=1000, save_freq=50
         max_train_eval_examples=_int("training.max_train_eval_examples",
                                      max_train_eval_examples, 1),
         jit_compile=_bool("training.jit_compile", jit_compile),
+        deterministic=_bool("training.deterministic", deterministic),
+        nonfinite=_choice("training.nonfinite", nonfinite, NONFINITE_POLICIES),
+        mixed_precision=_choice("training.mixed_precision", mixed_precision,
+                                PRECISION_POLICIES),
     )
     return spec
 

@@ -25,6 +25,20 @@ The logdir holds:
 Checkpoint layout: ``tf.train.Checkpoint(model=..., optimizer=..., masks=[...],
 variables=[...])`` where ``masks`` lists the mask variables in ``rigl_tf.masked_weights``
 order and ``variables`` is ``model.variables``; lottery/scratch runs read those lists.
+``optimizer`` is the outermost optimizer: the ``SparseOptimizer``, or the
+``SkipNonFinite`` (``training.nonfinite='skip'``) / ``LossScaleOptimizer``
+(``training.mixed_precision='mixed_float16'``) wrapped around it.
+
+Strategies: ``default``, ``mirrored`` and ``tpu`` train with ``model.fit``;
+``multi_worker`` (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``) trains with
+``distributed.custom_fit`` because Keras 3's ``model.fit`` fails under that strategy
+(keras-team/keras issue 20585). There only the chief writes ``results.json`` and the
+logdir; other workers write their checkpoints and summaries under
+``logdir/workertemp/<task>``, and every worker resumes from the chief's checkpoints.
+
+A SIGKILL at any point is safe: checkpoint files are complete before the ``checkpoint``
+state file (rewritten atomically) names them, so a partial checkpoint is never restored,
+and the text files are written to a temporary name and renamed.
 """
 
 import json
@@ -44,7 +58,9 @@ import tensorflow as tf  # noqa: E402
 import rigl_tf  # noqa: E402
 from rigl_tf.experiments import config as config_lib  # noqa: E402
 from rigl_tf.experiments import datasets  # noqa: E402
+from rigl_tf.experiments import distributed  # noqa: E402
 from rigl_tf.experiments import models  # noqa: E402
+from rigl_tf.experiments.nonfinite import SkipNonFinite  # noqa: E402
 from rigl_tf.keras import callbacks as callbacks_lib  # noqa: E402
 from rigl_tf.keras import oneshot  # noqa: E402
 from rigl_tf.keras.wrapper import get_mask  # noqa: E402
@@ -106,7 +122,7 @@ def make_strategy(name: str, tpu: Optional[str] = None):
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "multi_worker":
+    if name == "multi_worker":  # trained with distributed.custom_fit (see run_experiment)
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
         tpu="" if tpu in (None, "local") else tpu)
@@ -451,7 +467,7 @@ class _Checkpointer(keras.callbacks.Callback):
         if self.before is None:
             return
         step = self._step()
-        if bool(self.model.optimizer.updater.should_update(step)):
+        if bool(sparse_optimizer(self.model.optimizer).updater.should_update(step)):
             self.before.save(checkpoint_number=step)
             self._pending = step
 
@@ -464,6 +480,16 @@ class _Checkpointer(keras.callbacks.Callback):
             self._pending = None
         if step % self.save_freq == 0 and _all_finite(self.model):
             self.manager.save(checkpoint_number=step)
+
+
+def sparse_optimizer(optimizer):
+    """The ``SparseOptimizer`` inside wrappers (``LossScaleOptimizer``, ``SkipNonFinite``)."""
+    while not isinstance(optimizer, rigl_tf.SparseOptimizer):
+        inner = getattr(optimizer, "inner_optimizer", None)
+        if inner is None:
+            raise TypeError(f"{type(optimizer).__name__} wraps no SparseOptimizer.")
+        optimizer = inner
+    return optimizer
 
 
 def _all_finite(model) -> bool:
@@ -614,18 +640,50 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
     spec = config_lib.resolve()
     text = _config_text(seed)
     analysis = config_lib.resolve_analysis()  # validated, but not part of the run's identity
+    t = spec.training
+    if strategy == "multi_worker" and t.gradient_regularization > 0:
+        raise ValueError(
+            f"`training.gradient_regularization`={t.gradient_regularization} is not supported "
+            f"with `--strategy`='multi_worker' (its custom training loop has no gradient "
+            f"penalty); use 0, or --strategy=default/mirrored.")
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # MultiWorkerMirroredStrategy must exist before other TF ops run.
+    dist = make_strategy(strategy, tpu)
     keras.backend.clear_session()  # deterministic layer names and initializers
     keras.utils.set_random_seed(int(seed))
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(t.mixed_precision)
+    try:
+        return _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
+                    dry_run, verbose, extra_callbacks, start_time)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite, dry_run,
+         verbose, extra_callbacks, start_time):
+    """The body of :func:`run_experiment` once gin, seeds, strategy and dtype are set."""
     info = datasets.get_dataset_info(spec.data.dataset_name, spec.data.data_dir,
                                      spec.data.image_size)
-    dist = make_strategy(strategy, tpu)
+    for split in ("train", "test"):
+        if int(info.num_examples.get(split, 0)) <= 0:
+            raise ValueError(
+                f"`data.dataset_name`={spec.data.dataset_name!r} (data.data_dir="
+                f"{spec.data.data_dir!r}) has no {split!r} examples; rigl-train needs "
+                f"non-empty 'train' and 'test' splits.")
     log = print if verbose else (lambda *a, **k: None)
-    t = spec.training
+    chief = _is_chief(dist)
+    custom_loop = strategy == "multi_worker"
 
-    if not dry_run and mode == "train_eval":
+    if not dry_run and mode == "train_eval" and (chief or not overwrite):
         _check_logdir(logdir, text, overwrite, log)
     write_dir = _worker_dir(logdir, dist)
-    manager_probe = None if dry_run else tf.train.latest_checkpoint(write_dir)
+    # Every worker resumes from the chief's checkpoints (the logdir), so all start equal;
+    # a partially written checkpoint is never named in the `checkpoint` state file, which
+    # tf.train.CheckpointManager rewrites atomically after the checkpoint's files.
+    manager_probe = None if dry_run or (overwrite and not chief) else \
+        tf.train.latest_checkpoint(logdir)
     resuming = manager_probe is not None
 
     def batch_fn():
@@ -639,10 +697,15 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
         inner = config_lib.build_optimizer(spec.optimizer, t.total_steps)
         updater = config_lib.build_updater(spec, seed)
         opt = rigl_tf.SparseOptimizer(inner, updater)
-        model.compile(optimizer=opt,
+        outer = opt
+        if t.nonfinite == "skip":
+            outer = SkipNonFinite(outer)
+        if t.mixed_precision == "mixed_float16":
+            outer = keras.optimizers.LossScaleOptimizer(outer)
+        model.compile(optimizer=outer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=t.jit_compile)
-        opt.build(model.trainable_variables)
+        outer.build(model.trainable_variables)
     if t.gradient_regularization > 0:
         model.train_step = _gradient_regularized_step(model, t.gradient_regularization)
 
@@ -656,19 +719,19 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
 
     tf.io.gfile.makedirs(write_dir)
     _atomic_write(os.path.join(write_dir, OPERATIVE_CONFIG), text)
-    ckpt = make_checkpoint(model, opt)
-    manager = tf.train.CheckpointManager(ckpt, write_dir, max_to_keep=None,
+    ckpt = make_checkpoint(model, outer)
+    manager = tf.train.CheckpointManager(ckpt, write_dir, max_to_keep=None if chief else 2,
                                          checkpoint_name=CKPT_NAME)
     if resuming:
-        status = ckpt.restore(manager.latest_checkpoint)
+        status = ckpt.restore(manager_probe)
         status.assert_existing_objects_matched()
-        log(f"Resumed from {manager.latest_checkpoint}.")
+        log(f"Resumed from {manager_probe}.")
     else:
         manager.save(checkpoint_number=0)
     start_step = int(opt.iterations.numpy())
     initial = None
     if resuming:
-        first = os.path.join(write_dir, f"{CKPT_NAME}-0")
+        first = os.path.join(logdir, f"{CKPT_NAME}-0")
         if tf.io.gfile.exists(first + ".index"):
             values = _read_list(first, "variables", list(model.variables), "step-0", first)
             by_id = {id(v): val for v, val in zip(model.variables, values)}
@@ -687,7 +750,7 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
             checkpoint_name=CKPT_NAME)
     held_x, held_y = _fixed_batch(spec, "test", t.val_batch_size, seed, info)
     cbs = [
-        nan_guard,
+        nan_guard if t.nonfinite == "stop" else _SkipReporter(log),
         _StopAtStep(t.total_steps),
         _Checkpointer(manager, t.save_freq, nan_guard, before, after),
         callbacks_lib.MetricsSummary(writer),
@@ -700,10 +763,16 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
     if remaining > 0:
         train_ds = _train_dataset(spec, seed, start_step)
         test_ds = _eval_dataset(spec, "test")
-        initial_epoch = start_step // t.log_freq
-        model.fit(train_ds, epochs=initial_epoch + math.ceil(remaining / t.log_freq),
-                  initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
-                  validation_data=test_ds, callbacks=cbs, verbose=verbose, shuffle=False)
+        if custom_loop:
+            distributed.custom_fit(model, dist, train_ds, t.batch_size, start_step,
+                                   t.total_steps, t.log_freq, cbs, validation_data=test_ds,
+                                   log=log if verbose else None)
+        else:
+            initial_epoch = start_step // t.log_freq
+            model.fit(train_ds, epochs=initial_epoch + math.ceil(remaining / t.log_freq),
+                      initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
+                      validation_data=test_ds, callbacks=cbs, verbose=verbose,
+                      shuffle=False)
     if nan_guard.failed_step is not None:
         last = manager.latest_checkpoint
         raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.")
@@ -716,10 +785,18 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
             f"-{step}"):
         manager.save(checkpoint_number=step)
 
-    test = model.evaluate(_eval_dataset(spec, "test"), return_dict=True, verbose=0)
-    train = model.evaluate(_eval_dataset(spec, "train", t.max_train_eval_examples),
-                           return_dict=True, verbose=0)
+    if custom_loop:
+        test = distributed.evaluate(model, _eval_dataset(spec, "test"))
+        train = distributed.evaluate(
+            model, _eval_dataset(spec, "train", t.max_train_eval_examples))
+    else:
+        test = model.evaluate(_eval_dataset(spec, "test"), return_dict=True, verbose=0)
+        train = model.evaluate(_eval_dataset(spec, "train", t.max_train_eval_examples),
+                               return_dict=True, verbose=0)
     report = rigl_tf.sparsity_report(model)
+    skipped = getattr(outer, "skipped", None) if t.nonfinite == "skip" else None
+    if skipped is None and isinstance(outer, keras.optimizers.LossScaleOptimizer):
+        skipped = getattr(outer.inner_optimizer, "skipped", None)
     results = {
         "status": "completed",
         "step": step,
@@ -737,13 +814,40 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
         "dataset": info.name,
         "network": spec.network.network_name,
     }
-    if _is_chief(dist):
+    if skipped is not None:
+        results["skipped_nonfinite_steps"] = int(skipped.numpy())
+    if t.mixed_precision != "float32":
+        results["mixed_precision"] = t.mixed_precision
+    if chief:
         _atomic_write(os.path.join(logdir, RESULTS), json.dumps(results, indent=2))
     writer.close()
     log(f"Final test accuracy: {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}) "
         f"at step {step}; sparsity {report.total['sparsity']:.4f}; wall time "
         f"{results['wall_time_s']:.1f}s.")
     return results
+
+
+class _SkipReporter(keras.callbacks.Callback):
+    """``training.nonfinite='skip'``: prints one line per skipped non-finite step."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+        self._seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        skipped = getattr(self.model.optimizer, "skipped", None)
+        if skipped is None:
+            skipped = getattr(getattr(self.model.optimizer, "inner_optimizer", None),
+                              "skipped", None)
+        if skipped is None:
+            return
+        count = int(skipped.numpy())
+        if count > self._seen:
+            self._seen = count
+            self.log(f"Non-finite loss/gradients at step "
+                     f"{int(self.model.optimizer.iterations.numpy())}: update skipped "
+                     f"(training.nonfinite='skip'; {count} skipped so far).")
 
 
 def _build_for_restore(spec, info, seed):

@@ -90,10 +90,14 @@ def _step(model) -> int:
 
 
 def _sparse_optimizer(model):
-    """The model's optimizer if it is a SparseOptimizer (duck-typed), else None."""
+    """The model's SparseOptimizer (looking through wrappers such as Keras's
+    LossScaleOptimizer, which expose ``inner_optimizer``), else None."""
     opt = getattr(model, "optimizer", None)
-    return opt if opt is not None and hasattr(opt, "updater") and hasattr(
-        opt, "last_drop_fraction") else None
+    while opt is not None:
+        if hasattr(opt, "updater") and hasattr(opt, "last_drop_fraction"):
+            return opt
+        opt = getattr(opt, "inner_optimizer", None)
+    return None
 
 
 def _tf_value(v):

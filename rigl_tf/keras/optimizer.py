@@ -95,8 +95,78 @@ def _tf_var(v):
     return v.value if isinstance(v, keras.Variable) else v
 
 
+class WrappingOptimizer(keras.optimizers.Optimizer):
+    """Base of optimizers that wrap another, built like Keras's ``LossScaleOptimizer``.
+
+    Owns few variables of its own; forwards ``iterations`` and ``learning_rate`` to
+    ``inner_optimizer``, builds it, and serialises it in a symmetric
+    ``get_config``/``from_config``. Subclasses implement ``apply``.
+    """
+
+    def __init__(self, inner_optimizer, name=None):
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                f"`inner_optimizer` must be a Keras 3 optimizer, got "
+                f"{type(inner_optimizer).__name__}."
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def _prepare_apply(self, grads, trainable_variables):
+        """Lists the arguments of ``apply`` and builds on first use."""
+        grads = list(grads)
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        return grads, trainable_variables
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": serialization_lib.serialize_keras_object(self.inner_optimizer),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = serialization_lib.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)
+
+
 @keras.saving.register_keras_serializable(package="rigl_tf")
-class SparseOptimizer(keras.optimizers.Optimizer):
+class SparseOptimizer(WrappingOptimizer):
     """Optimizer wrapper that masks gradients, runs an updater and captures rewind points.
 
     Args:
@@ -146,8 +216,7 @@ class SparseOptimizer(keras.optimizers.Optimizer):
             or rewind_step < 0
         ):
             raise ValueError(f"`rewind_step` must be None or an integer >= 0, got {rewind_step!r}.")
-        super().__init__(learning_rate=0.0, name=name or "sparse_optimizer")
-        self.inner_optimizer = inner_optimizer
+        super().__init__(inner_optimizer, name=name or "sparse_optimizer")
         self._updater = _Untracked(updater)
         self.rewind_step = None if rewind_step is None else int(rewind_step)
         if gradient_fn is not None and not callable(gradient_fn):
@@ -162,22 +231,6 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         return self._updater.value
 
     @property
-    def learning_rate(self):
-        return self.inner_optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.inner_optimizer.learning_rate = learning_rate
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    @property
-    def variables(self):
-        return self._variables + self.inner_optimizer.variables
-
-    @property
     def masked_items(self) -> List[updaters_lib.MaskedVar]:
         return self._items.value
 
@@ -185,7 +238,6 @@ class SparseOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
-        self.inner_optimizer.build(var_list)
         super().build(var_list)
         items = []
         for v in var_list:
@@ -243,14 +295,7 @@ class SparseOptimizer(keras.optimizers.Optimizer):
 
     # ------------------------------------------------------------------ apply
     def apply(self, grads, trainable_variables=None):
-        grads = list(grads)
-        if trainable_variables is None:
-            trainable_variables = self._trainable_variables
-        trainable_variables = list(trainable_variables)
-        if not self.built:
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
-            self.built = True
+        grads, trainable_variables = self._prepare_apply(grads, trainable_variables)
         if tf.distribute.in_cross_replica_context() and tf.distribute.has_strategy():
             raise ValueError("SparseOptimizer.apply() must be called in a replica context.")
         tf.distribute.get_replica_context().merge_call(
@@ -403,17 +448,10 @@ class SparseOptimizer(keras.optimizers.Optimizer):
         """The captured rewind-point weights as numpy arrays (aligned with the variables)."""
         return [s.numpy() for s in self._snapshots]
 
-    # ------------------------------------------------------------------ misc API
-    def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
-
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
-
+    # ------------------------------------------------------------------ serialisation
     def get_config(self):
         return {
-            "name": self.name,
-            "inner_optimizer": serialization_lib.serialize_keras_object(self.inner_optimizer),
+            **super().get_config(),
             "updater": self.updater.get_config(),
             "rewind_step": self.rewind_step,
         }
@@ -421,11 +459,8 @@ class SparseOptimizer(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = serialization_lib.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
-        )
-        updater = updaters_lib.deserialize_updater(config.pop("updater"))
-        return cls(inner, updater, **config)
+        config["updater"] = updaters_lib.deserialize_updater(config.pop("updater"))
+        return super().from_config(config, custom_objects)
 
 
 def heldout_gradient_fn(model, x, y, loss_fn=None):

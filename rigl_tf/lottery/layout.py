@@ -202,7 +202,7 @@ def write_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
 def read_arrays(path: str) -> Dict[str, np.ndarray]:
     """Reads a ``.npz`` archive into a dict (in stored order)."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 
