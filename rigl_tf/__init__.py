@@ -50,4 +50,4 @@ from rigl_tf.keras import updaters  # noqa: E402,F401
 from rigl_tf.keras.optimizer import SparseOptimizer, register_optimizer_slots  # noqa: E402,F401
 from rigl_tf import callbacks  # noqa: E402,F401
 from rigl_tf.keras.oneshot import prune_at_init  # noqa: E402,F401
-from rigl_tf.export import export, export_report  # noqa: E402,F401
+from rigl_tf.deploy import export, export_report  # noqa: E402,F401

@@ -31,7 +31,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from rigl_tf.export import atomic_output
+from rigl_tf.files import atomic_output
 from rigl_tf.keras import model_ops
 
 FORMAT_NAME = "rigl_tf.compressed"

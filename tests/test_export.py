@@ -1,4 +1,4 @@
-"""rigl_tf.export: deployable formats of sparse models, atomic writes, size report."""
+"""rigl_tf.export (module rigl_tf.deploy): deployable formats of sparse models, atomic writes, size report."""
 
 import os
 
@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import rigl_tf
-from rigl_tf import export as export_lib
+from rigl_tf import deploy as export_lib
+from rigl_tf.files import atomic_output
 
 
 def _sparse_model(sparsity=0.75, width=16, inputs_dim=6):
@@ -140,7 +141,7 @@ def test_saved_model_replaces_an_existing_directory(tmp_path):
 
 def test_atomic_output_restores_nothing_when_nothing_written(tmp_path):
     with pytest.raises(RuntimeError, match="Nothing was written"):
-        with export_lib.atomic_output(tmp_path / "x.bin"):
+        with atomic_output(tmp_path / "x.bin"):
             pass
     assert os.listdir(tmp_path) == []
 

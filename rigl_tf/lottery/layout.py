@@ -24,10 +24,11 @@ the new one, never a partial one.
 import hashlib
 import json
 import os
-import tempfile
 from typing import Dict, Mapping, Optional
 
 import numpy as np
+
+from rigl_tf.files import atomic_output
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -147,24 +148,10 @@ def claim(run_dir: str, config: Mapping):
 
 
 def _atomic(path: str, write, suffix: str = ""):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-    try:
+    """Calls ``write(tmp)`` on a temporary path and renames it to ``path`` on success."""
+    del suffix  # the temporary file keeps ``path``'s name (and so its extension)
+    with atomic_output(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: str, data) -> None:

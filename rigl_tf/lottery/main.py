@@ -132,7 +132,8 @@ def parse(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
     root = logging_std.getLogger()
     root.addFilter(_quiet_gin_lookup)
     try:
-        gin.parse_config_files_and_bindings(list(gin_config), list(gin_bindings))
+        gin.parse_config_files_and_bindings(list(gin_config), list(gin_bindings),
+                                            finalize_config=False)  # later imports may register
     finally:
         root.removeFilter(_quiet_gin_lookup)
 
