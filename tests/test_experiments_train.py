@@ -450,3 +450,21 @@ def test_gradient_regularization_adds_the_masked_gradient_penalty():
         penalty += 0.5 * float(np.sum(g ** 2))
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["loss"] == pytest.approx(float(plain) + 0.5 * penalty, rel=1e-5)
+
+
+def test_structured_pattern_from_gin(tmp_path):
+    """`sparsity.pattern = '2:4'` gives RigL runs whose masks keep exactly 2 of every 4."""
+    logdir = str(tmp_path / "nm")
+    train.run_experiment(
+        _cfg("quickstart.gin"),
+        ["training.total_steps = 12", "training.save_freq = 12", "training.log_freq = 6",
+         "mask_updater.update_freq = 4", "mask_updater.last_update_step = -1",
+         "sparsity.sparsity = 0.5", "sparsity.distribution = 'uniform'",
+         "sparsity.pattern = '2:4'"],
+        logdir=logdir)
+    reader = _ckpt(logdir, 12)
+    masks = _list(reader, "masks")
+    assert masks, "no masks in the checkpoint"
+    for mask in masks:
+        groups = mask.reshape(-1, 4, mask.shape[-1]) if mask.ndim == 2 else None
+        assert groups is not None and np.all(groups.sum(axis=1) == 2)

@@ -533,11 +533,12 @@ class SparsitySpec:
     custom_sparsity: Dict[str, float]
     min_active: int
     erk_power_scale: float
+    pattern: Any = None
 
 
 @gin.configurable("sparsity")
 def sparsity(sparsity=0.0, distribution="erk", keep_dense=(), custom_sparsity=None,
-             min_active=1, erk_power_scale=1.0):
+             min_active=1, erk_power_scale=1.0, pattern=None):
     """The initial sparse topology (and the target of one-shot pruning).
 
     Args:
@@ -548,10 +549,19 @@ def sparsity(sparsity=0.0, distribution="erk", keep_dense=(), custom_sparsity=No
       custom_sparsity: map from layer name (or 'layer/attr') to a fixed sparsity.
       min_active: minimum active weights per layer.
       erk_power_scale: exponent of the ER(K) raw probabilities.
+      pattern: structured sparsity of the sparsified layers: None / 'unstructured', 'N:M'
+        (e.g. '2:4'), 'block:RxC', or a map from layer name to one of those.
 
     Returns:
       A :class:`SparsitySpec`.
     """
+    from rigl_tf.sparsity import patterns as patterns_lib
+
+    if isinstance(pattern, dict):
+        for value in pattern.values():
+            patterns_lib.get_pattern(value)
+    else:
+        patterns_lib.get_pattern(pattern)
     if isinstance(keep_dense, str):
         keep_dense = (keep_dense,)
     keep_dense = tuple(keep_dense or ())
@@ -566,6 +576,7 @@ def sparsity(sparsity=0.0, distribution="erk", keep_dense=(), custom_sparsity=No
         custom_sparsity=dict(custom_sparsity or {}),
         min_active=_int("sparsity.min_active", min_active, 0),
         erk_power_scale=_float("sparsity.erk_power_scale", erk_power_scale, 0.0),
+        pattern=dict(pattern) if isinstance(pattern, dict) else pattern,
     )
 
 

@@ -334,10 +334,7 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
     dense = build_dense_model(spec, info)
     oneshot_alg = spec.mask_updater.update_alg in config_lib.ONESHOT_ALGORITHMS
     start_sparsity = 0.0 if oneshot_alg else sp.sparsity
-    model = rigl_tf.sparsify(
-        dense, start_sparsity, sp.distribution, keep_dense=_keep_dense(dense, sp.keep_dense),
-        custom_sparsity=sp.custom_sparsity or None, init="dense", seed=seed,
-        min_active=sp.min_active, erk_power_scale=sp.erk_power_scale)
+    model = _sparsify(dense, sp, start_sparsity, seed)
     del dense
     mask_path, weight_path = net.mask_init_path, net.weight_init_path
     if dry_run:
@@ -856,10 +853,15 @@ def _build_for_restore(spec, info, seed):
     dense = build_dense_model(spec, info)
     start = 0.0 if spec.mask_updater.update_alg in config_lib.ONESHOT_ALGORITHMS else \
         sp.sparsity
+    return _sparsify(dense, sp, start, seed)
+
+
+def _sparsify(dense, sp, start_sparsity, seed):
+    """Wraps the dense model as the `sparsity` spec says (masks random, weights kept)."""
     return rigl_tf.sparsify(
-        dense, start, sp.distribution, keep_dense=_keep_dense(dense, sp.keep_dense),
+        dense, start_sparsity, sp.distribution, keep_dense=_keep_dense(dense, sp.keep_dense),
         custom_sparsity=sp.custom_sparsity or None, init="dense", seed=seed,
-        min_active=sp.min_active, erk_power_scale=sp.erk_power_scale)
+        min_active=sp.min_active, erk_power_scale=sp.erk_power_scale, pattern=sp.pattern)
 
 
 def _hessian_module():
