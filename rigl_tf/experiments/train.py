@@ -552,7 +552,7 @@ def _train_dataset(spec, seed, skip_steps):
     return ds.skip(skip_steps) if skip_steps else ds
 
 
-def _eval_dataset(spec, split, max_examples=None):
+def eval_dataset(spec, split, max_examples=None):
     d = spec.data
     ds = datasets.get_dataset(
         d.dataset_name, split, spec.training.val_batch_size, shuffle=False,
@@ -563,7 +563,7 @@ def _eval_dataset(spec, split, max_examples=None):
     return ds
 
 
-def _fixed_batch(spec, split, size, seed, info):
+def fixed_batch(spec, split, size, seed, info):
     d = spec.data
     size = min(size, info.num_examples[split])
     kwargs = {"normalization": d.normalization, "image_size": d.image_size}
@@ -684,11 +684,11 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     resuming = manager_probe is not None
 
     def batch_fn():
-        return _fixed_batch(spec, "train", t.batch_size, seed, info)
+        return fixed_batch(spec, "train", t.batch_size, seed, info)
 
     with dist.scope():
         if resuming:  # the state comes from the checkpoint: skip the costly init steps
-            model = _build_for_restore(spec, info, seed)
+            model = build_for_restore(spec, info, seed)
         else:
             model = build_model(spec, info, seed, batch_fn, log=log, dry_run=dry_run)
         inner = config_lib.build_optimizer(spec.optimizer, t.total_steps)
@@ -745,7 +745,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         after = tf.train.CheckpointManager(
             ckpt, os.path.join(write_dir, "mask_updates", "after"), max_to_keep=None,
             checkpoint_name=CKPT_NAME)
-    held_x, held_y = _fixed_batch(spec, "test", t.val_batch_size, seed, info)
+    held_x, held_y = fixed_batch(spec, "test", t.val_batch_size, seed, info)
     cbs = [
         nan_guard if t.nonfinite == "stop" else _SkipReporter(log),
         _StopAtStep(t.total_steps),
@@ -759,7 +759,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     remaining = t.total_steps - start_step
     if remaining > 0:
         train_ds = _train_dataset(spec, seed, start_step)
-        test_ds = _eval_dataset(spec, "test")
+        test_ds = eval_dataset(spec, "test")
         if custom_loop:
             distributed.custom_fit(model, dist, train_ds, t.batch_size, start_step,
                                    t.total_steps, t.log_freq, cbs, validation_data=test_ds,
@@ -783,12 +783,12 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         manager.save(checkpoint_number=step)
 
     if custom_loop:
-        test = distributed.evaluate(model, _eval_dataset(spec, "test"))
+        test = distributed.evaluate(model, eval_dataset(spec, "test"))
         train = distributed.evaluate(
-            model, _eval_dataset(spec, "train", t.max_train_eval_examples))
+            model, eval_dataset(spec, "train", t.max_train_eval_examples))
     else:
-        test = model.evaluate(_eval_dataset(spec, "test"), return_dict=True, verbose=0)
-        train = model.evaluate(_eval_dataset(spec, "train", t.max_train_eval_examples),
+        test = model.evaluate(eval_dataset(spec, "test"), return_dict=True, verbose=0)
+        train = model.evaluate(eval_dataset(spec, "train", t.max_train_eval_examples),
                                return_dict=True, verbose=0)
     report = rigl_tf.sparsity_report(model)
     skipped = getattr(outer, "skipped", None) if t.nonfinite == "skip" else None
@@ -847,7 +847,7 @@ class _SkipReporter(keras.callbacks.Callback):
                      f"(training.nonfinite='skip'; {count} skipped so far).")
 
 
-def _build_for_restore(spec, info, seed):
+def build_for_restore(spec, info, seed):
     """The model structure of a run, without the (costly) initialization steps."""
     sp = spec.sparsity
     dense = build_dense_model(spec, info)
@@ -906,7 +906,7 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
     hessian = _hessian_module()
     if not cfg["ckpt_ids"]:
         raise ValueError("`hessian.ckpt_ids` is empty; list the checkpoint steps to analyse.")
-    x, y = _fixed_batch(spec, "train", cfg["batch_size"], seed, info)
+    x, y = fixed_batch(spec, "train", cfg["batch_size"], seed, info)
     out_dir = os.path.join(logdir, "hessian")
     tf.io.gfile.makedirs(out_dir)
     ckpt = make_checkpoint(model)
