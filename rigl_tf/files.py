@@ -5,6 +5,7 @@ never leaves a half-written file or directory where a reader would pick it up.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -47,3 +48,23 @@ def atomic_output(path: str) -> Iterator[str]:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def json_default(obj):
+    """``json.dump`` fallback for numpy scalars and arrays."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json(path: str, data) -> str:
+    """Writes ``data`` as indented JSON (numpy values converted), atomically."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=json_default)
+            f.write("\n")
+    return path

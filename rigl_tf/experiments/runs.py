@@ -354,23 +354,11 @@ def save_npy(path, array):
     return _atomic(path, write)
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
 def save_json(path, data):
     """Writes indented JSON atomically (NaN stays NaN, as Python's json writes it)."""
+    from rigl_tf.files import write_json
 
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=_json_default)
-            f.write("\n")
-
-    return _atomic(path, write)
+    return write_json(path, data)
 
 
 def save_plot(path, plot_fn, *args, **kwargs):

@@ -28,6 +28,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
+from rigl_tf import files
 from rigl_tf.files import atomic_output
 
 CONFIG = "config.json"
@@ -156,26 +157,13 @@ def _atomic(path: str, write, suffix: str = ""):
 
 def write_json(path: str, data) -> None:
     """Writes ``data`` as indented JSON, atomically."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-
-    _atomic(path, write, ".json")
+    files.write_json(path, data)
 
 
 def read_json(path: str):
     """Reads a JSON file."""
     with open(path) as f:
         return json.load(f)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def write_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
