@@ -78,3 +78,17 @@ def test_per_connection_std_and_sparsity_evolution():
     np.testing.assert_allclose(evo["total"], [0, 3 / 8, 6 / 8])
     with pytest.raises(ValueError, match=r"mask_sequence\[1\]"):
         analysis.sparsity_evolution([levels[0], [np.ones((2, 2)), np.ones(1), np.ones(4)]])
+
+
+def test_correlation_indicator_with_masks_ignores_masked_zeros():
+    from rigl_tf.analysis.tickets import correlation_indicator
+
+    rng = np.random.RandomState(0)
+    mask = (rng.rand(200, 100) < 0.1).astype(np.float32)
+    a = rng.normal(size=(200, 100)) * mask
+    b = rng.normal(size=(200, 100)) * mask
+    # Without masks, half of each top-20% set is masked zeros chosen by index: inflated.
+    assert correlation_indicator([a], [b], p=0.2) > 0.5
+    # Restricted to the active entries, independent weights give about p.
+    assert abs(correlation_indicator([a], [b], p=0.2, masks=[mask]) - 0.2) < 0.06
+    assert correlation_indicator([a], [a], p=0.2, masks=[mask]) == 1.0

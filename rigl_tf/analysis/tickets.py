@@ -17,7 +17,8 @@ def _top_set(w, k):
     return np.argpartition(-flat, k - 1, kind="introselect")[:k]
 
 
-def correlation_indicator(weights_a, weights_b, p=0.2, min_ndim=2, per_layer=False):
+def correlation_indicator(weights_a, weights_b, p=0.2, min_ndim=2, per_layer=False,
+                          masks=None):
     """Correlation indicator R_p of Ma et al. ("Sanity checks for lottery tickets").
 
     For each layer, R_p is the fraction of the top-p fraction (k = round(p n) entries) of
@@ -33,6 +34,9 @@ def correlation_indicator(weights_a, weights_b, p=0.2, min_ndim=2, per_layer=Fal
       min_ndim: arrays with fewer dimensions (biases, normalisation parameters when 2) are
         skipped.
       per_layer: also return the per-layer values (None for skipped arrays).
+      masks: optional list aligned with the weights (None or 0/1 arrays): only entries
+        active in the mask are ranked (k = round(p * active)). Use it for sparse
+        solutions, whose masked zeros would otherwise fill the top-p sets.
 
     Returns:
       A float, or `{'total': float, 'per_layer': [...]}`.
@@ -43,11 +47,23 @@ def correlation_indicator(weights_a, weights_b, p=0.2, min_ndim=2, per_layer=Fal
     if not 0 < p <= 1:
         raise ValueError(f"p: must be in (0, 1]; got {p!r}.")
     a, b = _common.check_weight_lists(weights_a, weights_b, "weights_a", "weights_b")
+    if masks is not None and len(masks) != len(a):
+        raise ValueError(f"masks: expected {len(a)} entries aligned with the weights, got "
+                         f"{len(masks)}.")
     per, num, den = [], 0.0, 0
-    for x, y in zip(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
         if x.ndim < min_ndim or x.size == 0:
             per.append(None)
             continue
+        m = None if masks is None or masks[i] is None else np.asarray(masks[i]).astype(bool)
+        if m is not None:
+            if m.shape != x.shape:
+                raise ValueError(f"masks[{i}]: shape {m.shape} differs from the weight's "
+                                 f"{x.shape}.")
+            x, y = x[m], y[m]
+            if x.size == 0:
+                per.append(None)
+                continue
         k = max(1, int(round(p * x.size)))
         overlap = np.intersect1d(_top_set(x, k), _top_set(y, k), assume_unique=True).size / k
         per.append(float(overlap))
