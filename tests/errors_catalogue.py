@@ -264,6 +264,37 @@ def _branch(name):
     return call
 
 
+def _tool(script, *argv):
+    """Runs a tools/ script's main in-process; turns its exit-2 error line into an error."""
+    def call():
+        import contextlib
+        import importlib.util
+        import io
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        spec = importlib.util.spec_from_file_location(
+            f"tool_{script}", os.path.join(root, "tools", f"{script}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        args = [a() if callable(a) else a for a in argv]  # files made only when run
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = module.main(args)
+        if code == 2:
+            raise SystemExit(err.getvalue().strip())
+
+    return call
+
+
+def _corrupt_file(name, content):
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="rigl_tf_bad_"), name)
+    with open(path, "wb") as f:
+        f.write(content)
+    return path
+
+
 # (area, what the user did, callable, exception class, regex the message must match)
 CATALOGUE = [
     ("sparsify", "sparsity of 1.0", _sparsify(sparsity=1.0), ValueError,
@@ -414,4 +445,14 @@ CATALOGUE = [
      _rigl_train(["training.gradient_regularization = 0.1"], strategy="multi_worker"),
      ValueError, r"`training.gradient_regularization`=0.1 is not supported with "
      r"`--strategy`='multi_worker'"),
+    ("tools", "analysis tool pointed at a missing logdir",
+     _tool("gradient_flow", "--logdir", os.devnull + "_no_run", "--out_dir",
+           os.devnull + "_no_out"), SystemExit, r"error: --logdir.*_no_run"),
+    ("tools", "corrupt NPZ mask file given to ticket_stats",
+     _tool("ticket_stats", "--overlap", lambda: _corrupt_file("a.npz", b"not an npz"),
+           lambda: _corrupt_file("b.npz", b"nope"), "--out_dir", os.devnull + "_no_out"),
+     SystemExit, r"error: .*(npz|NPZ|zip)"),
+    ("tools", "plot_runs on a missing logdir",
+     _tool("plot_runs", "--logdir", os.devnull + "_no_run", "--tag", "x",
+           "--out_dir", os.devnull + "_no_out"), SystemExit, r"error: --logdir"),
 ]
