@@ -20,7 +20,7 @@ def main():
         try:
             call()
             message, name = "(no error raised!)", "-"
-        except Exception as e:  # the catalogue's point is to show them
+        except (Exception, SystemExit) as e:  # the catalogue's point is to show them
             message, name = str(e), type(e).__name__
         message = " ".join(message.split())
         if len(message) > 150:
