@@ -630,8 +630,6 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
                          f"{', '.join(STRATEGIES)}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`--seed` must be an integer >= 0, got {seed!r}.")
-    if mode == "hessian":
-        _hessian_module()
     start_time = time.time()
     config_lib.parse(gin_config, gin_bindings, preload_gin_config)
     spec = config_lib.resolve()
@@ -865,20 +863,11 @@ def _sparsify(dense, sp, start_sparsity, seed):
 
 
 def _hessian_module():
-    """The analysis module's Hessian functions, or a clear error if they are missing."""
+    """The Hessian module (the package attribute ``rigl_tf.analysis.hessian`` is the
+    function of the same name, so the module is loaded by its full name)."""
     import importlib
 
-    try:  # the package attribute `rigl_tf.analysis.hessian` is a function: load the module
-        hessian = importlib.import_module("rigl_tf.analysis.hessian")
-    except ImportError:
-        hessian = None
-    if hessian is None or not all(hasattr(hessian, f) for f in ("hessian", "eigenvalues")):
-        raise NotImplementedError(
-            "`--mode=hessian` is not available yet: rigl_tf.analysis.hessian does not provide "
-            "hessian(model, data, masks=..., spectrum=..., chunk_size=...) and "
-            "eigenvalues(matrix). Use --mode=train_eval."
-        )
-    return hessian
+    return importlib.import_module("rigl_tf.analysis.hessian")
 
 
 def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
