@@ -3,13 +3,14 @@ weights, equal (within float tolerance) to a single-worker run with the same glo
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from _cluster import free_ports  # tests/_cluster.py
 
 _WORKER = textwrap.dedent("""
     import json, os, sys
@@ -64,21 +65,11 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_identical_and_match_single_worker(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(2):

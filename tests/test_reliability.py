@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,8 @@ import time
 import keras
 import numpy as np
 import pytest
+
+from _cluster import free_ports  # tests/_cluster.py
 import tensorflow as tf
 
 import rigl_tf
@@ -76,16 +77,6 @@ def _env(**extra):
     return env
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 # --------------------------------------------------------------------------- several workers
 
 
@@ -97,7 +88,7 @@ def test_multi_worker_rigl_train_matches_single_worker(tmp_path):
     bindings = TINY + ["training.total_steps = 12", "training.log_freq = 6",
                        "training.save_freq = 6"]
     logdir = str(tmp_path / "mw")
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})

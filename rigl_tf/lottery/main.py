@@ -33,15 +33,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
 
+from rigl_tf.experiments.config import CONFIGS_DIR, add_search_path  # noqa: E402
 from rigl_tf.lottery import branches as branches_lib  # noqa: E402
 from rigl_tf.lottery import imp as imp_lib  # noqa: E402
 from rigl_tf.lottery import importance as importance_lib  # noqa: E402
 from rigl_tf.lottery import layout  # noqa: E402
 
 OPERATIVE_CONFIG = "operative_config.gin"
-# Repository checkout: <repo>/rigl_tf/lottery/main.py -> <repo>/configs.
-CONFIGS_DIR = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs"))
 
 imp = gin.external_configurable(imp_lib.IMPConfig, "imp")
 
@@ -102,16 +100,6 @@ def lottery_run(levels=3, target_sparsity=None, oneshot_sparsities=(), branches=
                    tuple(branch_seeds), int(eval_batch_size))
 
 
-_search_paths: List[str] = []
-
-
-def _add_search_path(path: str):
-    path = os.path.abspath(path)
-    if path not in _search_paths:
-        _search_paths.append(path)
-        gin.add_config_file_search_path(path)
-
-
 def parse(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
     """Parses gin files and bindings afresh.
 
@@ -124,11 +112,11 @@ def parse(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
     """
     gin.clear_config()
     if os.path.isdir(CONFIGS_DIR):
-        _add_search_path(CONFIGS_DIR)
+        add_search_path(CONFIGS_DIR)
     for f in gin_config:
         if not os.path.exists(f):
             raise FileNotFoundError(f"`--gin_config` file {f!r} does not exist.")
-        _add_search_path(os.path.dirname(os.path.abspath(f)))
+        add_search_path(os.path.dirname(os.path.abspath(f)))
     root = logging_std.getLogger()
     root.addFilter(_quiet_gin_lookup)
     try:
