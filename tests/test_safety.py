@@ -294,3 +294,56 @@ def test_summary_steps_after_resume_match_an_uninterrupted_run(tmp_path):
     # Evaluations logged before the crash (4), then on the same grid (8, 12, 16), not 10/14.
     assert _event_steps(crashed, "test/loss") == [4, 8, 12, 16]
     assert sorted(set(_event_steps(crashed, "sparsity/total"))) == [0, 4, 6, 8, 12, 16]
+
+
+def _sparse_mlp():
+    import rigl_tf
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="h"),
+                              keras.layers.Dense(3, name="o")])
+    return rigl_tf.sparsify(model, 0.5, "uniform", seed=0)
+
+
+def _user_files(directory):
+    os.makedirs(directory, exist_ok=True)
+    files = {"model.keras": b"keras bytes", "model.tflite": b"tflite", "notes.txt": b"notes"}
+    for name, data in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+    return files
+
+
+def test_export_saved_model_into_a_directory_with_other_files_removes_nothing(tmp_path):
+    import rigl_tf
+
+    target = str(tmp_path / "exports")
+    files = _user_files(target)
+    with pytest.raises(FileExistsError, match=r"`path`=.*exports.* holding other files "
+                                              r"\(model.keras, model.tflite, notes.txt\)"):
+        rigl_tf.export(_sparse_mlp(), target, "saved_model")
+    assert _tree(target) == files
+    assert sorted(os.listdir(tmp_path)) == ["exports"]  # no staging directory left
+    # Its own subdirectory works, and exporting again replaces only that SavedModel.
+    sub = os.path.join(target, "saved_model")
+    rigl_tf.export(_sparse_mlp(), sub, "saved_model")
+    rigl_tf.export(_sparse_mlp(), sub, "saved_model")
+    assert os.path.exists(os.path.join(sub, "saved_model.pb"))
+    assert {k: v for k, v in _tree(target).items() if k in files} == files
+    for fmt, name in (("keras", "m.keras"), ("tflite", "m.tflite")):
+        with pytest.raises(FileExistsError):  # a file format aimed at a directory
+            os.makedirs(os.path.join(target, name))
+            _user_files(os.path.join(target, name))
+            rigl_tf.export(_sparse_mlp(), os.path.join(target, name), fmt)
+        assert _tree(os.path.join(target, name)) == files
+
+
+def test_save_compressed_into_a_directory_removes_nothing(tmp_path):
+    from rigl_tf import compressed
+
+    target = str(tmp_path / "weights")
+    files = _user_files(target)
+    with pytest.raises(FileExistsError, match=r"weights"):
+        compressed.save_compressed(_sparse_mlp(), target)
+    assert _tree(target) == files
+    path = compressed.save_compressed(_sparse_mlp(), os.path.join(target, "w.npz"))
+    assert os.path.isfile(path) and _tree(target)["notes.txt"] == b"notes"
