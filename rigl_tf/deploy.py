@@ -94,8 +94,9 @@ def _write_tflite(plain, path: str, sparse: bool):
 def export(model, path: str, format: str = "keras") -> str:  # noqa: A002
     """Writes a sparse (or plain) Keras 3 model in a deployable format.
 
-    The SparseWrappers are stripped first; masked weights are exact zeros, so the exported
-    model computes the same outputs as ``model``.
+    The SparseWrappers are stripped first (:func:`rigl_tf.strip`; a model compiled with a
+    SparseOptimizer is saved compiled with its inner optimizer); masked weights are exact
+    zeros, so the exported model computes the same outputs as ``model``.
 
     Args:
       model: a Keras 3 Sequential or functional model, with or without SparseWrappers.

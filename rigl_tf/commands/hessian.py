@@ -22,14 +22,13 @@ checkpoints share one plot, ``OUT_DIR/spectral_density.png``. Existing results a
 
 Example (before/after the RigL update at step 500, 500 examples)::
 
-    python tools/hessian.py --mask_update /tmp/fm/rigl:500 --num_examples 500 \
+    rigl-hessian --mask_update /tmp/fm/rigl:500 --num_examples 500 \
         --out_dir /tmp/fm/hessian
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402

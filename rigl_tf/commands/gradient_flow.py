@@ -11,7 +11,7 @@ unless ``--overwrite``.
 
 Example::
 
-    python tools/gradient_flow.py --logdir Scratch=/tmp/fm/scratch \
+    rigl-gradient-flow --logdir Scratch=/tmp/fm/scratch \
         --logdir RigL=/tmp/fm/rigl --num_examples 1000 --out_dir /tmp/fm/gradflow
 
 Per-run JSON keys: ``label``, ``logdir``, ``split``, ``num_examples``, ``data_seed``,
@@ -22,7 +22,6 @@ Per-run JSON keys: ``label``, ``logdir``, ``split``, ``num_examples``, ``data_se
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rigl_tf.experiments import runs  # noqa: E402

@@ -10,14 +10,13 @@ metric (``OUT_DIR/distances_<metric>.npy``) and, per metric, a heat map
 
 Example::
 
-    python tools/distances.py --checkpoint /tmp/fm/rigl:0 --checkpoint /tmp/fm/rigl:1000 \
+    rigl-distances --checkpoint /tmp/fm/rigl:0 --checkpoint /tmp/fm/rigl:1000 \
         --checkpoint /tmp/fm/rigl --out_dir /tmp/fm/distances
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402

@@ -9,15 +9,14 @@ number of points). Otherwise every ``--tag`` (repeatable) is drawn for all runs
 
 Example::
 
-    python tools/plot_runs.py --logdir Scratch=/tmp/fm/scratch_s1 --logdir RigL=/tmp/fm/rigl \
+    rigl-plot-runs --logdir Scratch=/tmp/fm/scratch_s1 --logdir RigL=/tmp/fm/rigl \
         --tag gradient_flow/norm --logy --out_dir /tmp/fm/plots
-    python tools/plot_runs.py --logdir /tmp/fm/rigl --list_tags
+    rigl-plot-runs --logdir /tmp/fm/rigl --list_tags
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rigl_tf.experiments import runs  # noqa: E402

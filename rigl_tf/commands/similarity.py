@@ -13,7 +13,7 @@ models (needs >= 2 models per method). Prints the table and writes ``--out`` (JS
 
 Example::
 
-    python tools/similarity.py --reference /tmp/fm/prune \
+    rigl-similarity --reference /tmp/fm/prune \
         --method "Lottery=/tmp/fm/lottery_s1,/tmp/fm/lottery_s2" \
         --method "Scratch=/tmp/fm/scratch_s1,/tmp/fm/scratch_s2" --out /tmp/fm/similarity.json
 """
@@ -21,7 +21,6 @@ Example::
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402

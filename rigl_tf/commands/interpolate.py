@@ -24,14 +24,13 @@ A result whose JSON exists is not recomputed unless ``--overwrite``.
 
 Example::
 
-    python tools/interpolate.py --start /tmp/fm/rigl:0 --end /tmp/fm/rigl \
+    rigl-interpolate --start /tmp/fm/rigl:0 --end /tmp/fm/rigl \
         --split test --out_dir /tmp/fm/interp
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
