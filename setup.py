@@ -29,7 +29,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "rigl-train=rigl_tf.experiments.train:run",
+            "rigl-train=rigl_tf.commands.train:run",
             "rigl-lottery=rigl_tf.lottery.main:run",
             "rigl-gradient-flow=rigl_tf.commands.gradient_flow:main",
             "rigl-hessian=rigl_tf.commands.hessian:main",
