@@ -10,7 +10,9 @@ PROGRESS = ("auto", "bar", "lines", "off")
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_multi_string("gin_config", [], "Gin config files (later ones override).")
+flags.DEFINE_multi_string(
+    "gin_config", [], "Gin config files (later ones override): a path, or the name of a "
+    "shipped config from any directory, e.g. mnist_lenet5/rigl.gin.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'training.total_steps=100'.")
 flags.DEFINE_string("preload_gin_config", None,
                     "A gin file read before --gin_config and --gin_bindings, e.g. another "
