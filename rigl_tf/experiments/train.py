@@ -581,9 +581,14 @@ def _warn(message: str):
 
 def _atomic_write(path: str, text: str):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):  # our own temporary file only
+            tf.io.gfile.remove(tmp)
+        raise
 
 
 def _config_text(seed: int) -> str:

@@ -557,8 +557,10 @@ class IMPRun:
         if capture_step is not None:
             values = train_lib.load_variables(model, f"{logdir}:{capture_step}",
                                               "capture_step")
+            weights = {w.path for w in model.weights}
             layout.write_arrays(os.path.join(directory, layout.REWIND),
-                                {v.path: x for v, x in zip(model.variables, values)})
+                                {v.path: x for v, x in zip(model.variables, values)
+                                 if v.path in weights})
         x, y = self.train_subset()
         report = rigl_tf.sparsity_report(model)
         total = report.total
