@@ -31,6 +31,13 @@ setup(
         "console_scripts": [
             "rigl-train=rigl_tf.experiments.train:run",
             "rigl-lottery=rigl_tf.lottery.main:run",
+            "rigl-gradient-flow=rigl_tf.commands.gradient_flow:main",
+            "rigl-hessian=rigl_tf.commands.hessian:main",
+            "rigl-interpolate=rigl_tf.commands.interpolate:main",
+            "rigl-similarity=rigl_tf.commands.similarity:main",
+            "rigl-distances=rigl_tf.commands.distances:main",
+            "rigl-ticket-stats=rigl_tf.commands.ticket_stats:main",
+            "rigl-plot-runs=rigl_tf.commands.plot_runs:main",
         ],
     },
     include_package_data=True,

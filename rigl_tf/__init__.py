@@ -47,6 +47,11 @@ from rigl_tf.keras.wrapper import (  # noqa: E402,F401
 __version__ = "0.1.0"
 
 from rigl_tf.keras import updaters  # noqa: E402,F401
+import sys as _sys  # noqa: E402
+
+# The documented path `rigl_tf.updaters` names the same module object, so
+# `import rigl_tf.updaters` works as well as `rigl_tf.updaters.RigL`.
+_sys.modules.setdefault(__name__ + ".updaters", updaters)
 from rigl_tf.keras.optimizer import SparseOptimizer, register_optimizer_slots  # noqa: E402,F401
 from rigl_tf import callbacks  # noqa: E402,F401
 from rigl_tf.keras.oneshot import prune_at_init  # noqa: E402,F401

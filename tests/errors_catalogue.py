@@ -265,17 +265,13 @@ def _branch(name):
 
 
 def _tool(script, *argv):
-    """Runs a tools/ script's main in-process; turns its exit-2 error line into an error."""
+    """Runs an analysis command's main in-process; turns its exit-2 error line into an error."""
     def call():
         import contextlib
-        import importlib.util
+        import importlib
         import io
 
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        spec = importlib.util.spec_from_file_location(
-            f"tool_{script}", os.path.join(root, "tools", f"{script}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = importlib.import_module(f"rigl_tf.commands.{script}")
         args = [a() if callable(a) else a for a in argv]  # files made only when run
         err = io.StringIO()
         with contextlib.redirect_stderr(err):

@@ -1,11 +1,11 @@
-"""End-to-end tests of the command-line analysis tools (tools/*.py) on one tiny logdir.
+"""End-to-end tests of the analysis commands (rigl_tf/commands/*.py) on one tiny logdir.
 
 One rigl-train run (quickstart MLP shrunk to 64-16-10, 20 steps, checkpoints every 10
 steps and around the mask update at step 10) is made once per session with the
 in-process `run_experiment`; every tool's `main(argv)` runs in-process on it.
 """
 
-import importlib.util
+import importlib
 import json
 import os
 
@@ -19,11 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}",
-                                                  os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"rigl_tf.commands.{name}")
 
 
 @pytest.fixture(scope="session")

@@ -402,6 +402,7 @@ def test_no_unsafe_loading_anywhere():
     """Keras safe_mode is never turned off; np.load never allows pickles (tools say so)."""
     library = glob.glob(os.path.join(ROOT, "rigl_tf", "**", "*.py"), recursive=True)
     tools = glob.glob(os.path.join(ROOT, "tools", "*.py"))
+    commands = glob.glob(os.path.join(ROOT, "rigl_tf", "commands", "*.py"))
     bad = []
     for path in library + tools:
         for call in _calls(path):
@@ -416,7 +417,7 @@ def test_no_unsafe_loading_anywhere():
             is_np_load = (isinstance(func, ast.Attribute) and func.attr == "load"
                           and isinstance(func.value, ast.Name)
                           and func.value.id in ("np", "numpy"))
-            if is_np_load and path in tools and not any(
+            if is_np_load and path in tools + commands and not any(
                     kw.arg == "allow_pickle" for kw in call.keywords):
                 bad.append(f"{where} np.load without allow_pickle=False")
     assert not bad, bad

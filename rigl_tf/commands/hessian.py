@@ -22,14 +22,13 @@ checkpoints share one plot, ``OUT_DIR/spectral_density.png``. Existing results a
 
 Example (before/after the RigL update at step 500, 500 examples)::
 
-    python tools/hessian.py --mask_update /tmp/fm/rigl:500 --num_examples 500 \
+    rigl-hessian --mask_update /tmp/fm/rigl:500 --num_examples 500 \
         --out_dir /tmp/fm/hessian
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -161,7 +160,8 @@ def _main(argv):
     for label, run, prefix in targets:  # read existing results first: bad ones fail early
         base = os.path.join(args.out_dir, runs.safe_name(label))
         npy, js = base + suffix, base + ".json"
-        if runs.existing([npy, js], args.overwrite):
+        if runs.existing([npy, js], args.overwrite,
+                         runs.request_of(args, label=label, prefix=prefix)):
             runs.load_json(js, "--out_dir", SUMMARY_KEYS)
             spectra[label] = runs.load_npy(npy, "--out_dir")
             print(f"{label}: {npy} exists, skipped (use --overwrite to recompute).")
