@@ -24,7 +24,7 @@ def test_every_model_builds_and_outputs_logits(name):
     assert model.layers[-1].activation is keras.activations.linear
 
 
-@pytest.mark.parametrize("name", ["lenet5", "mlp", "conv4"])
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_caffe", "mlp", "conv4"])
 def test_grayscale_mnist_shape_builds(name):
     model = models.get_model(name, (28, 28, 1), 10)
     assert tuple(model(np.zeros((1, 28, 28, 1), "float32")).shape) == (1, 10)
@@ -32,18 +32,62 @@ def test_grayscale_mnist_shape_builds(name):
 
 def test_list_models_names_all_families():
     expected = {
-        "lenet5", "mlp", "conv4", "conv6", "vgg16", "resnet20", "resnet32", "resnet56",
+        "lenet5", "lenet5_caffe", "mlp", "conv4", "conv6", "vgg16", "resnet20", "resnet32", "resnet56",
         "resnet18", "resnet50", "mobilenet_v1",
     }  # fmt: skip
     assert expected <= set(models.list_models())
     assert models.list_models() == sorted(models.list_models())
 
 
-def test_lenet5_exact_param_count():
+def test_lenet5_is_the_papers_network_with_exact_param_count():
     model = models.get_model("lenet5", (28, 28, 1), 10)
+    # 28 -conv5 valid-> 24 -pool-> 12 -conv5 valid-> 8 -pool-> 4; flatten 4*4*16 = 256.
+    conv1 = 5 * 5 * 1 * 6 + 6  # 156
+    conv2 = 5 * 5 * 6 * 16 + 16  # 2,416
+    dense1 = 256 * 120 + 120  # 30,840
+    dense2 = 120 * 84 + 84  # 10,164
+    dense3 = 84 * 10 + 10  # 850
+    assert model.count_params() == conv1 + conv2 + dense1 + dense2 + dense3 == 44_426
+    assert models.count_params(model) == 150 + 2_400 + 30_720 + 10_080 + 840
+    kinds = [type(l).__name__ for l in model.layers[1:]]
+    assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
+                     "Dense", "Dense", "Dense"]
+    assert [l.activation.__name__ for l in model.layers if hasattr(l, "activation")] == [
+        "relu", "relu", "relu", "relu", "linear"]
+
+
+def test_lenet5_batch_norm_follows_pooling_and_hidden_dense_as_in_the_reference():
+    model = models.get_model("lenet5", (28, 28, 1), 10, use_batch_norm=True)
+    kinds = [type(l).__name__ for l in model.layers[1:]]
+    assert kinds == ["Conv2D", "MaxPooling2D", "BatchNormalization", "Conv2D",
+                     "MaxPooling2D", "BatchNormalization", "Flatten", "Dense",
+                     "BatchNormalization", "Dense", "BatchNormalization", "Dense"]
+    # Layers keep their biases; BN adds gamma, beta, mean, variance per channel/unit.
+    assert model.count_params() == 44_426 + 4 * (6 + 16 + 120 + 84)
+
+
+def test_lenet5_caffe_exact_param_count():
+    model = models.get_model("lenet5_caffe", (28, 28, 1), 10)
     # conv 5*5*1*20+20, conv 5*5*20*50+50, dense 7*7*50*500+500, dense 500*10+10
     assert model.count_params() == 520 + 25_050 + 1_225_500 + 5_010 == 1_256_080
     assert models.count_params(model) == 500 + 25_000 + 1_225_000 + 5_000
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("lenet5", {"hidden_sizes": (6, 16, 120)}, "`hidden_sizes` of lenet5 must be 4 positive"),
+    ("lenet5", {"hidden_sizes": (6, 0, 120, 84)}, "`hidden_sizes` of lenet5"),
+    ("lenet5", {"hidden_sizes": (6, 16.5, 120, 84)}, "`hidden_sizes` of lenet5"),
+    ("lenet5_caffe", {"hidden_sizes": (20, 50)}, "`hidden_sizes` of lenet5_caffe must be 3"),
+    ("mlp", {"hidden_sizes": (300, -1)}, "`hidden_sizes` of mlp must be a sequence"),
+    ("mlp", {"hidden_sizes": (True,)}, "`hidden_sizes` of mlp"),
+    ("mlp", {"hidden_sizes": 300}, "`hidden_sizes` of mlp"),
+    ("mlp", {"use_batch_norm": "yes"}, "use_batch_norm` must be True or False, got 'yes'"),
+    ("lenet5", {"use_batch_norm": 1}, "use_batch_norm` must be True or False, got 1"),
+])
+def test_lenet_mlp_reject_bad_kwargs_in_one_sentence(name, kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        models.get_model(name, (28, 28, 1), 10, **kwargs)
+    assert str(info.value).count(". ") == 0 and str(info.value).endswith(".")
 
 
 def test_mlp_exact_param_count():
@@ -162,7 +206,8 @@ def test_width_multiplier_scales_hidden_widths():
     half = models.get_model("mlp", (784,), 10, width_multiplier=0.5)
     assert [l.units for l in half.layers if isinstance(l, keras.layers.Dense)] == [150, 50, 10]
     lenet = models.get_model("lenet5", (28, 28, 1), 10, width_multiplier=2.0)
-    assert [l.filters for l in lenet.layers if isinstance(l, keras.layers.Conv2D)] == [40, 100]
+    assert [l.filters for l in lenet.layers if isinstance(l, keras.layers.Conv2D)] == [12, 32]
+    assert [l.units for l in lenet.layers if isinstance(l, keras.layers.Dense)] == [240, 168, 10]
     wide = models.get_model("resnet20", (32, 32, 3), 10, width_multiplier=2.0)
     filters = {l.filters for l in wide.layers if isinstance(l, keras.layers.Conv2D)}
     assert filters == {32, 64, 128}
@@ -174,7 +219,7 @@ def test_width_multiplier_scales_hidden_widths():
 
 def test_weight_decay_regularizes_every_kernel():
     model = models.get_model("lenet5", (28, 28, 1), 10, weight_decay=1e-4)
-    assert len(model.losses) == 4  # two conv and two dense kernels
+    assert len(model.losses) == 5  # two conv and three dense kernels
     assert not models.get_model("lenet5", (28, 28, 1), 10).losses
 
 
@@ -182,7 +227,11 @@ def test_batch_norm_option():
     model = models.get_model("mlp", (784,), 10, use_batch_norm=True)
     assert sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers) == 2
     lenet = models.get_model("lenet5", (28, 28, 1), 10, use_batch_norm=True)
-    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in lenet.layers) == 3
+    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in lenet.layers) == 4
+    # Reference placement: Dense (with bias and activation) then BN.
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    assert dense[0].use_bias and dense[0].activation is keras.activations.relu
+    assert model.count_params() == 266_610 + 4 * (300 + 100)
 
 
 def test_kernel_initializer_and_activation_are_used():

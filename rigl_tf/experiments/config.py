@@ -19,6 +19,7 @@ Semantics that differ from the original code are noted at the parameter.
 
 import dataclasses
 import difflib
+import json
 import logging
 import math
 import os
@@ -44,10 +45,40 @@ WEIGHT_INIT_METHODS = (None, "unit_scaled", "layer_scaled")
 NONFINITE_POLICIES = ("stop", "skip")
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
-# Repository checkout: <repo>/rigl_tf/experiments/config.py -> <repo>/configs.
-CONFIGS_DIR = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs")
-)
+def _configs_dir() -> str:
+    """The shipped gin configs: ``rigl_tf/configs`` when installed (setup.py packages the
+    repository's ``configs/`` there), else ``<checkout>/configs`` (checkout, editable)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.abspath(os.path.join(here, os.pardir, "configs"))
+    checkout = os.path.abspath(os.path.join(here, os.pardir, os.pardir, "configs"))
+    return installed if os.path.isdir(installed) else checkout
+
+
+CONFIGS_DIR = _configs_dir()
+
+
+def resolve_config(path: str) -> str:
+    """The gin file ``path`` names: a user's path if it exists, else a shipped config.
+
+    A shipped config is named relative to the configs directory, from any working
+    directory: ``mnist_lenet5/rigl.gin``, or ``configs/mnist_lenet5/rigl.gin`` as in a
+    checkout.
+
+    Raises:
+      FileNotFoundError: naming ``path`` and where shipped configs are looked up.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path):
+        return path
+    name = path.replace(os.sep, "/")
+    for candidate in (name, name[len("configs/"):] if name.startswith("configs/") else None):
+        if candidate and not os.path.isabs(candidate):
+            shipped = os.path.join(CONFIGS_DIR, *candidate.split("/"))
+            if os.path.isfile(shipped):
+                return shipped
+    raise FileNotFoundError(
+        f"gin config file {path!r} does not exist (neither as a path nor as a shipped "
+        f"config under {CONFIGS_DIR!r}, e.g. 'mnist_lenet5/rigl.gin').")
 
 
 # --------------------------------------------------------------------------- validation
@@ -718,6 +749,54 @@ def resolve() -> ExperimentSpec:
         sparsity=sparsity(),
         data=data(),
     )
+    return _check_combinations(spec)
+
+
+_SECTIONS = ("training", "optimizer", "network", "unit_scaled_init", "pruning",
+             "mask_updater", "sparsity", "data")
+
+
+def make_spec(**sections) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` without gin, e.g. ``make_spec(training={'total_steps': 6})``.
+
+    Each keyword is a section of the rigl-train vocabulary (training, optimizer, network,
+    unit_scaled_init, pruning, mask_updater, sparsity, data) given as a dict of its
+    parameters; omitted sections and parameters take their defaults (gin bindings are
+    ignored). The values are validated exactly as in gin configs.
+
+    Raises:
+      ValueError: for an unknown section or parameter, a bad value, or an incompatible
+        combination.
+    """
+    import inspect
+
+    unknown = sorted(set(sections) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"Unknown spec sections {unknown}; known: {', '.join(_SECTIONS)}.")
+    built = {}
+    for name in _SECTIONS:
+        fn = inspect.unwrap(globals()[name])
+        kwargs = dict(sections.get(name) or {})
+        params = set(inspect.signature(fn).parameters)
+        bad = sorted(set(kwargs) - params)
+        if bad:
+            raise ValueError(f"Unknown parameter {name}.{bad[0]}; {name} accepts: "
+                             f"{', '.join(sorted(params))}.")
+        built[name] = fn(**kwargs)
+    return _check_combinations(ExperimentSpec(**built))
+
+
+def spec_to_dict(spec: ExperimentSpec) -> Dict[str, Any]:
+    """``{'section.parameter': value}`` of a spec, JSON-compatible (tuples become lists)."""
+    out = {}
+    for name in _SECTIONS:
+        for key, value in dataclasses.asdict(getattr(spec, name)).items():
+            out[f"{name}.{key}"] = json.loads(json.dumps(value))
+    return out
+
+
+def _check_combinations(spec: ExperimentSpec) -> ExperimentSpec:
+    """Checks the combinations of sections that no single section can check."""
     alg = spec.mask_updater.update_alg
     if spec.pruning_active and alg:
         raise ValueError(
@@ -819,7 +898,8 @@ def parse(config_files: Sequence[str] = (), bindings: Sequence[str] = (),
           preload: Optional[str] = None):
     """Clears gin and parses (preload, then config files, then bindings).
 
-    ``include`` paths are resolved against the repository's ``configs/`` directory, the
+    Config files are paths or names of shipped configs (:func:`resolve_config`).
+    ``include`` paths are resolved against the shipped configs directory, the
     directory of each config file and its parent, and the working directory.
 
     Args:
@@ -835,10 +915,10 @@ def parse(config_files: Sequence[str] = (), bindings: Sequence[str] = (),
     gin.clear_config()
     if os.path.isdir(CONFIGS_DIR):
         add_search_path(CONFIGS_DIR)
-    files = ([preload] if preload else []) + list(config_files)
+    if preload and not os.path.exists(preload):
+        raise FileNotFoundError(f"gin config file {preload!r} does not exist.")
+    files = ([preload] if preload else []) + [resolve_config(f) for f in config_files]
     for f in files:
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"gin config file {f!r} does not exist.")
         here = os.path.dirname(os.path.abspath(f))
         add_search_path(here)
         add_search_path(os.path.dirname(here))

@@ -288,8 +288,93 @@ def _hidden(x, layer_fn, units, use_batch_norm, layers):
 # --------------------------------------------------------------------------- LeNet / MLP
 
 
+def _check_widths(name, hidden_sizes, count=None):
+    """Validates `hidden_sizes` (positive ints, `count` of them if given); returns a tuple."""
+    try:
+        widths = tuple(hidden_sizes)
+    except TypeError:
+        widths = None
+    ok = widths is not None and all(
+        isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths
+    )
+    if not ok or (count is not None and len(widths) != count):
+        need = f"{count} positive ints" if count is not None else "a sequence of positive ints"
+        raise ValueError(f"`hidden_sizes` of {name} must be {need}, got {hidden_sizes!r}.")
+    return tuple(int(w) for w in widths)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def _reference_hidden(x, layer, use_batch_norm, pool=False):
+    """The reference network's order: layer (with bias and activation) -> [pool] -> [BN]."""
+    x = layer(x)
+    if pool:
+        x = keras.layers.MaxPooling2D(2)(x)
+    if use_batch_norm:
+        x = keras.layers.BatchNormalization()(x)
+    return x
+
+
 @register_model("lenet5")
 def lenet5(
+    input_shape,
+    num_classes,
+    hidden_sizes=(6, 16, 120, 84),
+    activation="relu",
+    weight_decay=0.0,
+    width_multiplier=1.0,
+    use_batch_norm=False,
+    kernel_initializer="glorot_uniform",
+):
+    """LeNet5 of the gradient-flow paper (Evci et al.) and the reference RigL TF2 code.
+
+    Conv(6, 5x5, valid, relu) - MaxPool 2 - Conv(16, 5x5, valid, relu) - MaxPool 2 -
+    Flatten - Dense(120, relu) - Dense(84, relu) - Dense(num_classes). With
+    ``use_batch_norm`` a BatchNormalization follows each pooling and each hidden dense
+    layer (after the activation), as in the reference. At 28x28x1 with 10 classes:
+    44,426 parameters. The Caffe LeNet (20/50/500) is ``lenet5_caffe``.
+
+    Args:
+      input_shape: (height, width, channels).
+      num_classes: number of output logits.
+      hidden_sizes: (conv1 filters, conv2 filters, dense1 units, dense2 units).
+      activation: hidden activation.
+      weight_decay: L2 coefficient on kernels (0 disables).
+      width_multiplier: scales `hidden_sizes`.
+      use_batch_norm: BatchNorm after each pooling / hidden dense layer.
+      kernel_initializer: kernel initializer.
+
+    Returns:
+      A functional model outputting logits.
+    """
+    _require_image_shape("lenet5", input_shape)
+    if min(input_shape[:2]) < 16:  # two (5x5 valid conv, 2x2 pool) stages need 16 pixels
+        raise ValueError(
+            f"Model 'lenet5' needs images of at least 16x16 (two 5x5 'valid' convolutions "
+            f"with 2x2 pooling), got `input_shape`={input_shape!r}; resize them (e.g. "
+            f"data.image_size = 28) or use 'lenet5_caffe' or 'mlp'."
+        )
+    sizes = _check_widths("lenet5", hidden_sizes, 4)
+    _check_bool("use_batch_norm", use_batch_norm)
+    c1, c2, d1, d2 = (_scale(h, width_multiplier) for h in sizes)
+    kw = dict(activation=activation, kernel_initializer=kernel_initializer,
+              kernel_regularizer=_regularizer(weight_decay))
+    inputs = keras.Input(input_shape)
+    x = _reference_hidden(inputs, keras.layers.Conv2D(c1, 5, **kw), use_batch_norm, pool=True)
+    x = _reference_hidden(x, keras.layers.Conv2D(c2, 5, **kw), use_batch_norm, pool=True)
+    x = keras.layers.Flatten()(x)
+    x = _reference_hidden(x, keras.layers.Dense(d1, **kw), use_batch_norm)
+    x = _reference_hidden(x, keras.layers.Dense(d2, **kw), use_batch_norm)
+    outputs = keras.layers.Dense(num_classes, **{**kw, "activation": None})(x)
+    return keras.Model(inputs, outputs, name="lenet5")
+
+
+@register_model("lenet5_caffe")
+def lenet5_caffe(
     input_shape,
     num_classes,
     hidden_sizes=(20, 50, 500),
@@ -299,10 +384,11 @@ def lenet5(
     use_batch_norm=False,
     kernel_initializer="glorot_uniform",
 ):
-    """LeNet5 of the RigL MNIST experiments: two 5x5 conv + max-pool stages and one hidden dense.
+    """The Caffe LeNet: two 5x5 'same' conv + max-pool stages and one hidden dense layer.
 
     Conv(20, 5x5, same) - MaxPool 2x2 - Conv(50, 5x5, same) - MaxPool 2x2 - Flatten -
     Dense(500) - Dense(num_classes). At 28x28x1 with 10 classes: 1,256,080 parameters.
+    (Not the gradient-flow paper's network; that is ``lenet5``.)
 
     Args:
       input_shape: (height, width, channels).
@@ -315,15 +401,12 @@ def lenet5(
       kernel_initializer: kernel initializer.
 
     Returns:
-      A Sequential model outputting logits.
+      A functional model outputting logits.
     """
-    _require_image_shape("lenet5", input_shape)
-    if len(hidden_sizes) != 3:
-        raise ValueError(
-            f"`hidden_sizes` for lenet5 must have 3 entries (conv1, conv2, dense), "
-            f"got {hidden_sizes!r}."
-        )
-    c1, c2, d = (_scale(h, width_multiplier) for h in hidden_sizes)
+    _require_image_shape("lenet5_caffe", input_shape)
+    sizes = _check_widths("lenet5_caffe", hidden_sizes, 3)
+    _check_bool("use_batch_norm", use_batch_norm)
+    c1, c2, d = (_scale(h, width_multiplier) for h in sizes)
     L = _Layers(activation, weight_decay, kernel_initializer)
     conv5 = functools.partial(L.conv, kernel_size=5)
     inputs = keras.Input(input_shape)
@@ -334,7 +417,7 @@ def lenet5(
     x = keras.layers.Flatten()(x)
     x = _hidden(x, L.dense, d, use_batch_norm, L)
     outputs = L.dense(num_classes)(x)
-    return keras.Model(inputs, outputs, name="lenet5")
+    return keras.Model(inputs, outputs, name="lenet5_caffe")
 
 
 @register_model("mlp")
@@ -350,7 +433,9 @@ def mlp(
 ):
     """Fully connected network (LeNet-300-100 by default): Flatten - Dense... - Dense(classes).
 
-    On 784 inputs with 10 classes: 266,610 parameters.
+    As in the reference code, every hidden Dense has a bias and the activation, and with
+    ``use_batch_norm`` a BatchNormalization follows it. On 784 inputs with 10 classes:
+    266,610 parameters.
 
     Args:
       input_shape: any shape; the input is flattened.
@@ -365,12 +450,16 @@ def mlp(
     Returns:
       A functional model outputting logits.
     """
-    L = _Layers(activation, weight_decay, kernel_initializer)
+    sizes = _check_widths("mlp", hidden_sizes)
+    _check_bool("use_batch_norm", use_batch_norm)
+    kw = dict(activation=activation, kernel_initializer=kernel_initializer,
+              kernel_regularizer=_regularizer(weight_decay))
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
-    for h in hidden_sizes:
-        x = _hidden(x, L.dense, _scale(h, width_multiplier), use_batch_norm, L)
-    outputs = L.dense(num_classes)(x)
+    for h in sizes:
+        x = _reference_hidden(x, keras.layers.Dense(_scale(h, width_multiplier), **kw),
+                              use_batch_norm)
+    outputs = keras.layers.Dense(num_classes, **{**kw, "activation": None})(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 

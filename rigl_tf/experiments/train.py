@@ -41,11 +41,14 @@ state file (rewritten atomically) names them, so a partial checkpoint is never r
 and the text files are written to a temporary name and renamed.
 """
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
+import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags, logging
 
@@ -56,6 +59,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import rigl_tf  # noqa: E402
+from rigl_tf import locking  # noqa: E402
 from rigl_tf.experiments import config as config_lib  # noqa: E402
 from rigl_tf.experiments import datasets  # noqa: E402
 from rigl_tf.experiments import distributed  # noqa: E402
@@ -65,26 +69,14 @@ from rigl_tf.keras import callbacks as callbacks_lib  # noqa: E402
 from rigl_tf.keras import oneshot  # noqa: E402
 from rigl_tf.keras.wrapper import get_mask  # noqa: E402
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-MODES = ("train_eval", "hessian")
 OPERATIVE_CONFIG = "operative_config.gin"
 RESULTS = "results.json"
 CKPT_NAME = "ckpt"
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_config", [], "Gin config files (later ones override).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'training.total_steps=100'.")
-flags.DEFINE_string("preload_gin_config", None,
-                    "A gin file read before --gin_config and --gin_bindings, e.g. another "
-                    "run's operative_config.gin.")
-flags.DEFINE_string("logdir", "/tmp/rigl_tf", "Directory of checkpoints, summaries, results.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization, masks, data order and updates.")
-flags.DEFINE_enum("mode", "train_eval", MODES, "What to run.")
-flags.DEFINE_string("strategy", "default",
-                    f"tf.distribute strategy: one of {', '.join(STRATEGIES)}.")
-flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('' or 'local' for local).")
-flags.DEFINE_bool("overwrite", False, "Delete a logdir holding a different run.")
-flags.DEFINE_bool("dry_run", False, "Build everything gin names, print a summary, no training.")
+# The command-line flags live in a module without TensorFlow, so `rigl-train --help`
+# answers before TensorFlow is imported (see rigl_tf/commands/train.py).
+from rigl_tf.experiments.train_flags import (  # noqa: E402,F401
+    FLAGS, MODES, STRATEGIES, progress_verbosity)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -157,11 +149,15 @@ def checkpoint_masks(model) -> List:
     return [m for _, _, m in rigl_tf.masked_weights(model)]
 
 
-def make_checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
-    """The checkpoint object of a run (see the module docstring for the layout)."""
+def make_checkpoint(model, optimizer=None, **extra) -> tf.train.Checkpoint:
+    """The checkpoint object of a run (see the module docstring for the layout).
+
+    ``extra``: further trackables saved with the run (e.g. :attr:`TrainStart.track`).
+    """
     kwargs = dict(model=model, masks=checkpoint_masks(model), variables=list(model.variables))
     if optimizer is not None:
         kwargs["optimizer"] = optimizer
+    kwargs.update(extra)
     return tf.train.Checkpoint(**kwargs)
 
 
@@ -199,6 +195,84 @@ def resolve_checkpoint(path: str, name: str) -> str:
             f"prefix like LOGDIR/ckpt-500, or LOGDIR:500)."
         )
     return prefix
+
+
+def checkpoint_steps(directory: str) -> List[int]:
+    """Steps of the ``ckpt-<step>`` checkpoints whose index file is in ``directory``."""
+    steps = []
+    for path in tf.io.gfile.glob(os.path.join(directory, f"{CKPT_NAME}-*.index")):
+        tail = os.path.basename(path)[len(CKPT_NAME) + 1:-len(".index")]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps)
+
+
+def checkpoint_damage(prefix: str) -> Optional[str]:
+    """Why the checkpoint ``prefix`` does not read back intact (None if every tensor reads)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except Exception as e:  # noqa: BLE001 (truncated files raise many different types)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+    return None
+
+
+def find_resume_checkpoint(logdir: str, log=print, repair: bool = True) -> Optional[str]:
+    """The checkpoint a run in ``logdir`` resumes from, verified by reading it back.
+
+    With a valid ``checkpoint`` state file, its latest checkpoint is used (newer files it
+    does not name were interrupted writes); if that checkpoint is damaged, the newest
+    older intact one is. If checkpoints exist but the state file is missing, unreadable
+    or names a missing checkpoint, the newest intact ``ckpt-<step>`` is used, the choice
+    is reported, and the state file is rewritten to name it. Damaged checkpoints are
+    reported by path and skipped (never deleted).
+
+    Returns:
+      A checkpoint prefix, or None if ``logdir`` holds no checkpoint.
+
+    Raises:
+      ValueError: checkpoints exist but none reads back intact.
+    """
+    steps = checkpoint_steps(logdir)
+    state_path = os.path.join(logdir, "checkpoint")
+    state = None
+    if tf.io.gfile.exists(state_path):
+        try:
+            state = tf.train.get_checkpoint_state(logdir)
+        except Exception:  # noqa: BLE001 (garbage state file)
+            state = None
+    named = None
+    if state is not None and state.model_checkpoint_path:
+        named = os.path.basename(state.model_checkpoint_path)
+        tail = named[len(CKPT_NAME) + 1:] if named.startswith(f"{CKPT_NAME}-") else ""
+        named = int(tail) if tail.isdigit() and int(tail) in steps else None
+    if not steps:
+        return None
+    trusted = named is not None
+    if not trusted:
+        why = ("is missing" if not tf.io.gfile.exists(state_path) else
+               "is unreadable" if state is None else "names a checkpoint that does not exist")
+        log(f"The checkpoint state file {state_path} {why}; looking for the newest intact "
+            f"checkpoint among {len(steps)} on disk.")
+    candidates = [s for s in reversed(steps) if not trusted or s <= named]
+    damaged = []
+    for step in candidates:
+        prefix = os.path.join(logdir, f"{CKPT_NAME}-{step}")
+        why = checkpoint_damage(prefix)
+        if why is None:
+            if damaged or not trusted:
+                log(f"Resuming from {prefix} (newest intact checkpoint).")
+            if not trusted and repair:
+                tf.compat.v1.train.update_checkpoint_state(
+                    logdir, prefix, all_model_checkpoint_paths=[
+                        os.path.join(logdir, f"{CKPT_NAME}-{s}") for s in steps if s <= step])
+            return prefix
+        damaged.append(prefix)
+        log(f"Checkpoint {prefix} is damaged ({why}); skipped.")
+    raise ValueError(
+        f"`--logdir`={logdir!r}: no checkpoint reads back intact (damaged: "
+        f"{', '.join(damaged)}). Move them away, or pass --overwrite to start over.")
 
 
 def _list_length(prefix: str, attr: str) -> Optional[int]:
@@ -447,10 +521,11 @@ class _StopAtStep(keras.callbacks.Callback):
 class _Checkpointer(keras.callbacks.Callback):
     """Saves every ``save_freq`` steps and around mask updates; never after a NaN."""
 
-    def __init__(self, manager, save_freq, nan_guard, before=None, after=None):
+    def __init__(self, manager, save_freq, nan_guard, before=None, after=None, save_steps=()):
         super().__init__()
         self.manager = manager
         self.save_freq = save_freq
+        self.save_steps = frozenset(int(s) for s in save_steps)
         self.nan_guard = nan_guard
         self.before = before
         self.after = after
@@ -475,7 +550,8 @@ class _Checkpointer(keras.callbacks.Callback):
         if self._pending is not None:
             self.after.save(checkpoint_number=self._pending)
             self._pending = None
-        if step % self.save_freq == 0 and _all_finite(self.model):
+        if (step % self.save_freq == 0 or step in self.save_steps) and _all_finite(
+                self.model):
             self.manager.save(checkpoint_number=step)
 
 
@@ -498,15 +574,111 @@ def _all_finite(model) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
+def _warn(message: str):
+    """Always shown (also with verbose=0): resume decisions the user must know about."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _atomic_write(path: str, text: str):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):  # our own temporary file only
+            tf.io.gfile.remove(tmp)
+        raise
 
 
 def _config_text(seed: int) -> str:
     return f"# rigl-train seed = {seed}\n" + config_lib.operative_config()
+
+
+def check_logdir_path(logdir) -> str:
+    """Refuses an empty, root or home-directory logdir (``--overwrite`` could empty it)."""
+    if not isinstance(logdir, (str, os.PathLike)) or not os.fspath(logdir).strip():
+        raise ValueError(f"`--logdir` must name a directory for this run, got {logdir!r}.")
+    logdir = os.fspath(logdir)
+    if not locking.is_remote(logdir):
+        real = os.path.realpath(os.path.expanduser(logdir))
+        forbidden = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)}
+        if real in forbidden or os.path.dirname(real) == real:
+            raise ValueError(
+                f"`--logdir`={logdir!r} is the file-system root or the home directory; give "
+                f"a directory of its own for this run, e.g. {os.path.join(real, 'rigl_run')!r}.")
+    return logdir
+
+
+@contextlib.contextmanager
+def _lock(logdir, dist, mode, dry_run):
+    """Owns the directory this process writes (logdir, worker dir, or logdir/hessian)."""
+    if dry_run:
+        yield
+        return
+    directory = os.path.join(logdir, "hessian") if mode == "hessian" else \
+        _worker_dir(logdir, dist)
+    with locking.exclusive(directory, "`--logdir`"):
+        yield
+
+
+# Files rigl-train writes in a logdir (relative paths; `*` stays within one path
+# segment). --overwrite deletes these only; OWNED_DIRS are deleted as a whole.
+OWNED_FILES = (OPERATIVE_CONFIG, RESULTS, "checkpoint", f"{CKPT_NAME}-*.index",
+               f"{CKPT_NAME}-*.data-*", "*.tmp-*", "summaries/events.out.tfevents.*",
+               "mask_updates/*/checkpoint", f"mask_updates/*/{CKPT_NAME}-*",
+               "hessian/*.eigvals.npy", "hessian/*.tmp-*", locking.LOCK_NAME)
+OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp")
+
+
+def _matches(rel: str, patterns) -> bool:
+    import fnmatch
+
+    return any(rel.count("/") == p.count("/") and fnmatch.fnmatchcase(rel, p)
+               for p in patterns)
+
+
+def owned_paths(logdir: str) -> Tuple[List[str], List[str]]:
+    """Splits everything under ``logdir`` into (paths rigl-train wrote, other files).
+
+    Ours: files matching :data:`OWNED_FILES` and directories matching
+    :data:`OWNED_DIRS` (relative to ``logdir``). Other files are everything else.
+    """
+    ours, others, owned_dirs = [], [], []
+    for root, dirs, files in tf.io.gfile.walk(logdir):
+        rel_root = os.path.relpath(root, logdir).replace(os.sep, "/")
+        rel_root = "" if rel_root == "." else rel_root + "/"
+        if any(rel_root.startswith(d + "/") for d in owned_dirs):
+            continue
+        for name in dirs:
+            if _matches(rel_root + name.rstrip("/"), OWNED_DIRS):
+                owned_dirs.append(rel_root + name.rstrip("/"))
+                ours.append(os.path.join(root, name.rstrip("/")))
+        for name in files:
+            target = ours if _matches(rel_root + name, OWNED_FILES) else others
+            target.append(os.path.join(root, name))
+    return ours, others
+
+
+def _delete_owned(logdir: str, log=print) -> List[str]:
+    """--overwrite: deletes the files rigl-train wrote in ``logdir``; keeps all others."""
+    ours, others = owned_paths(logdir)
+    for path in ours:
+        if os.path.basename(path) == locking.LOCK_NAME:
+            continue  # held by this process
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    for sub in ("summaries", "mask_updates/before", "mask_updates/after", "mask_updates",
+                "hessian"):
+        d = os.path.join(logdir, sub)
+        if tf.io.gfile.isdir(d) and not tf.io.gfile.listdir(d):
+            tf.io.gfile.rmtree(d)
+    log(f"--overwrite: deleted {len(ours)} files rigl-train wrote in {logdir}"
+        + (f"; kept {len(others)} other files: {', '.join(sorted(others)[:10])}" if others
+           else "") + ".")
+    return others
 
 
 def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
@@ -516,7 +688,8 @@ def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
     """
     path = os.path.join(logdir, OPERATIVE_CONFIG)
     has_config = tf.io.gfile.exists(path)
-    has_ckpt = tf.io.gfile.exists(os.path.join(logdir, "checkpoint"))
+    has_ckpt = tf.io.gfile.exists(os.path.join(logdir, "checkpoint")) or bool(
+        checkpoint_steps(logdir))
     if not (has_config or has_ckpt):
         return
     existing = ""
@@ -524,8 +697,7 @@ def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
         with tf.io.gfile.GFile(path) as f:
             existing = f.read()
     if overwrite:
-        log(f"--overwrite: deleting the run in {logdir}.")
-        tf.io.gfile.rmtree(logdir)
+        _delete_owned(logdir, log=_warn)
         return
     if existing == text:
         return
@@ -572,12 +744,32 @@ def fixed_batch(spec, split, size, seed, info):
                                     data_dir=d.data_dir, **kwargs)
 
 
+def parameter_counts(model) -> str:
+    """``params=P prunable=Q active=A (density D)`` of a (sparse) model.
+
+    ``params`` counts every weight of the network (trainable or not, e.g. BatchNorm
+    statistics) once, but not the masks; ``prunable`` the entries of the masked weights;
+    ``active`` their mask ones.
+    """
+    triples = rigl_tf.masked_weights(model)
+    mask_ids = {id(m) for _, _, m in triples}
+    seen, params = set(), 0
+    for w in model.weights:
+        if id(w) not in mask_ids and id(w) not in seen:
+            seen.add(id(w))
+            params += int(np.prod(w.shape))
+    prunable = sum(int(np.prod(w.shape)) for _, w, _ in triples)
+    active = sum(int(np.sum(keras.ops.convert_to_numpy(m))) for _, _, m in triples)
+    density = f" (density {active / prunable:.4f})" if prunable else ""
+    return f"params={params} prunable={prunable} active={active}{density}"
+
+
 def _summary(spec, info, model, optimizer, strategy) -> str:
     report = rigl_tf.sparsity_report(model)
     lines = [
         f"dataset: {info.name} input_shape={info.input_shape} classes={info.num_classes} "
         f"examples={info.num_examples}",
-        f"network: {spec.network.network_name} params={model.count_params()} "
+        f"network: {spec.network.network_name} {parameter_counts(model)} "
         f"kernel_params={models.count_params(model)}",
         f"optimizer: {spec.optimizer.name} lr={spec.optimizer.learning_rate} "
         f"schedule={spec.optimizer.schedule} warmup={spec.optimizer.warmup_steps}",
@@ -630,6 +822,7 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
                          f"{', '.join(STRATEGIES)}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`--seed` must be an integer >= 0, got {seed!r}.")
+    check_logdir_path(logdir)
     start_time = time.time()
     config_lib.parse(gin_config, gin_bindings, preload_gin_config)
     spec = config_lib.resolve()
@@ -650,15 +843,19 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(t.mixed_precision)
     try:
-        return _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
-                    dry_run, verbose, extra_callbacks, start_time)
+        with _lock(logdir, dist, mode, dry_run):
+            return _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
+                        dry_run, verbose, extra_callbacks, start_time)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
 def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite, dry_run,
-         verbose, extra_callbacks, start_time):
-    """The body of :func:`run_experiment` once gin, seeds, strategy and dtype are set."""
+         verbose, extra_callbacks, start_time, start=None):
+    """The body of :func:`run_experiment` once gin, seeds, strategy and dtype are set.
+
+    ``start`` (a :class:`TrainStart`, from :func:`train_from_start`) replaces the
+    gin-described initial model, first step and data order."""
     info = datasets.get_dataset_info(spec.data.dataset_name, spec.data.data_dir,
                                      spec.data.image_size)
     for split in ("train", "test"):
@@ -678,20 +875,27 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     # a partially written checkpoint is never named in the `checkpoint` state file, which
     # tf.train.CheckpointManager rewrites atomically after the checkpoint's files.
     manager_probe = None if dry_run or (overwrite and not chief) else \
-        tf.train.latest_checkpoint(logdir)
+        find_resume_checkpoint(logdir, log=_warn, repair=chief)
     resuming = manager_probe is not None
 
     def batch_fn():
         return fixed_batch(spec, "train", t.batch_size, seed, info)
 
+    first_step = 0 if start is None else start.start_step
+    data_seed = seed if start is None or start.data_seed is None else start.data_seed
     with dist.scope():
-        if resuming:  # the state comes from the checkpoint: skip the costly init steps
+        if start is not None:  # the caller's model; a checkpoint overrides its state
+            model = start.model_fn()
+        elif resuming:  # the state comes from the checkpoint: skip the costly init steps
             model = build_for_restore(spec, info, seed)
         else:
             model = build_model(spec, info, seed, batch_fn, log=log, dry_run=dry_run)
         inner = config_lib.build_optimizer(spec.optimizer, t.total_steps)
         updater = config_lib.build_updater(spec, seed)
         opt = rigl_tf.SparseOptimizer(inner, updater)
+        base = model  # checkpointed and returned; `model` may be a training wrapper of it
+        if start is not None and start.wrap is not None:
+            model = start.wrap(base)
         outer = opt
         if t.nonfinite == "skip":
             outer = SkipNonFinite(outer)
@@ -699,12 +903,15 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
             outer = keras.optimizers.LossScaleOptimizer(outer)
         model.compile(optimizer=outer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=t.jit_compile)
+                      metrics=["accuracy"] + list(start.metrics if start else ()),
+                      jit_compile=t.jit_compile)
         outer.build(model.trainable_variables)
+        if first_step:
+            opt.iterations.assign(first_step)
     if t.gradient_regularization > 0:
         model.train_step = _gradient_regularized_step(model, t.gradient_regularization)
 
-    summary = _summary(spec, info, model, opt, dist)
+    summary = _summary(spec, info, base, opt, dist)
     if dry_run:
         log(summary)
         log("Dry run: nothing trained or written.")
@@ -714,7 +921,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
 
     tf.io.gfile.makedirs(write_dir)
     _atomic_write(os.path.join(write_dir, OPERATIVE_CONFIG), text)
-    ckpt = make_checkpoint(model, outer)
+    ckpt = make_checkpoint(base, outer, **(start.track if start else {}))
     manager = tf.train.CheckpointManager(ckpt, write_dir, max_to_keep=None if chief else 2,
                                          checkpoint_name=CKPT_NAME)
     if resuming:
@@ -722,14 +929,14 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         status.assert_existing_objects_matched()
         log(f"Resumed from {manager_probe}.")
     else:
-        manager.save(checkpoint_number=0)
+        manager.save(checkpoint_number=first_step)
     start_step = int(opt.iterations.numpy())
     initial = None
     if resuming:
-        first = os.path.join(logdir, f"{CKPT_NAME}-0")
+        first = os.path.join(logdir, f"{CKPT_NAME}-{first_step}")
         if tf.io.gfile.exists(first + ".index"):
-            values = _read_list(first, "variables", list(model.variables), "step-0", first)
-            by_id = {id(v): val for v, val in zip(model.variables, values)}
+            values = _read_list(first, "variables", list(base.variables), "step-0", first)
+            by_id = {id(v): val for v, val in zip(base.variables, values)}
             initial = [by_id[id(v)] for v in model.trainable_variables]
     log(summary)
 
@@ -747,7 +954,9 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     cbs = [
         nan_guard if t.nonfinite == "stop" else _SkipReporter(log),
         _StopAtStep(t.total_steps),
-        _Checkpointer(manager, t.save_freq, nan_guard, before, after),
+        *(start.callbacks if start else ()),  # before the checkpointer: their state is saved
+        _Checkpointer(manager, t.save_freq, nan_guard, before, after,
+                      save_steps=start.save_steps if start else ()),
         callbacks_lib.MetricsSummary(writer),
         callbacks_lib.SparsitySummary(writer, t.log_freq),
         callbacks_lib.GradientFlow(held_x, held_y, t.log_freq, writer),
@@ -756,18 +965,32 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
 
     remaining = t.total_steps - start_step
     if remaining > 0:
-        train_ds = _train_dataset(spec, seed, start_step)
+        train_ds = _train_dataset(spec, data_seed, start_step)
         test_ds = eval_dataset(spec, "test")
         if custom_loop:
             distributed.custom_fit(model, dist, train_ds, t.batch_size, start_step,
                                    t.total_steps, t.log_freq, cbs, validation_data=test_ds,
                                    log=log if verbose else None)
         else:
-            initial_epoch = start_step // t.log_freq
-            model.fit(train_ds, epochs=initial_epoch + math.ceil(remaining / t.log_freq),
-                      initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
-                      validation_data=test_ds, callbacks=cbs, verbose=verbose,
-                      shuffle=False)
+            # Epochs end at multiples of log_freq (evaluation and epoch summaries). A run
+            # resumed off that grid first trains up to the next multiple (then continues
+            # on a fresh iterator of the same, deterministic, data order).
+            at, left = start_step, remaining
+            head = min(-at % t.log_freq, left)
+            if head:
+                model.fit(train_ds, epochs=at // t.log_freq + 1,
+                          initial_epoch=at // t.log_freq, steps_per_epoch=head,
+                          validation_data=test_ds, callbacks=cbs, verbose=verbose,
+                          shuffle=False)
+                at += head
+                left -= head
+                train_ds = _train_dataset(spec, data_seed, at)
+            if left > 0 and not model.stop_training and nan_guard.failed_step is None:
+                initial_epoch = at // t.log_freq
+                model.fit(train_ds, epochs=initial_epoch + math.ceil(left / t.log_freq),
+                          initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
+                          validation_data=test_ds, callbacks=cbs, verbose=verbose,
+                          shuffle=False)
     if nan_guard.failed_step is not None:
         last = manager.latest_checkpoint
         raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.")
@@ -816,6 +1039,8 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     if chief:
         _atomic_write(os.path.join(logdir, RESULTS), json.dumps(results, indent=2))
     writer.close()
+    if start is not None:
+        start.model = base
     log(f"Final test accuracy: {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}) "
         f"at step {step}; sparsity {report.total['sparsity']:.4f}; wall time "
         f"{results['wall_time_s']:.1f}s.")
@@ -922,22 +1147,121 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
     return results
 
 
+# --------------------------------------------------------------------------- caller's start
+
+
+@dataclasses.dataclass
+class TrainStart:
+    """Where a training starts when its caller decides (IMP levels, branches, one-shot runs).
+
+    Everything else (optimizer, schedule, regularisation, mixed precision, checkpoints and
+    resumption, summaries, evaluation, ``results.json``) comes from the experiment spec,
+    exactly as in ``rigl-train``.
+
+    Attributes:
+      model_fn: builds the sparse model in its starting state (weights and masks); called
+        once per process under the strategy's scope, also when a checkpoint is resumed
+        (which then overrides the state).
+      identity: text that identifies this training; it is written as the logdir's
+        ``operative_config.gin`` and a logdir holding another identity is refused.
+      start_step: the optimizer's first step (schedules see the absolute step); the first
+        checkpoint is ``ckpt-<start_step>``.
+      data_seed: seed of the training data order (None: the run's seed); the data stream
+        starts at batch ``start_step`` of that order.
+      save_steps: extra steps with a checkpoint (e.g. the IMP rewind point ``K``).
+      wrap: ``model -> training model`` (e.g. a loss wrapper); checkpoints and the returned
+        model hold the unwrapped model.
+      metrics: extra compile metrics.
+      callbacks: Keras callbacks run before the checkpointer at every step, so state they
+        keep in :attr:`track` is saved consistently with the model.
+      track: extra trackables saved in every checkpoint (and restored on resumption).
+      model: set by the trainer: the trained (unwrapped) model.
+    """
+
+    model_fn: Callable[[], Any]
+    identity: str
+    start_step: int = 0
+    data_seed: Optional[int] = None
+    save_steps: Tuple[int, ...] = ()
+    wrap: Optional[Callable[[Any], Any]] = None
+    metrics: Sequence = ()
+    callbacks: Sequence = ()
+    track: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: Any = None
+
+
+def train_from_start(spec: config_lib.ExperimentSpec, start: TrainStart, logdir: str, *,
+                     seed: int = 0, strategy: str = "default", tpu: Optional[str] = None,
+                     verbose=0, extra_callbacks: Sequence = ()) -> Dict:
+    """The trainer of :func:`run_experiment`, started from ``start`` instead of gin's model.
+
+    Trains steps ``start.start_step .. spec.training.total_steps`` in ``logdir`` with the
+    same loop as ``rigl-train`` (checkpoints every ``training.save_freq`` steps, bitwise
+    resumption from the latest checkpoint, summaries, evaluation, ``results.json``).
+
+    Args:
+      spec: the experiment spec (``config.resolve()`` or ``config.make_spec(...)``).
+      start: the starting point.
+      logdir: the training's directory.
+      seed: seed of the updater, the held-out summary batch and (unless
+        ``start.data_seed``) the data order.
+      strategy: 'default', 'mirrored' or 'tpu' ('multi_worker' needs the strategy before
+        any other TensorFlow op and is available through rigl-train only).
+      tpu: TPU address for 'tpu'.
+      verbose: ``model.fit`` verbosity (0: silent, no log lines).
+      extra_callbacks: further Keras callbacks.
+
+    Returns:
+      The results dict (also ``logdir/results.json``); ``start.model`` is the trained model.
+    """
+    if strategy not in STRATEGIES or strategy == "multi_worker":
+        raise ValueError(f"`strategy` must be one of 'default', 'mirrored', 'tpu' for a "
+                         f"training with a given start, got {strategy!r}.")
+    if not isinstance(start, TrainStart):
+        raise TypeError(f"`start` must be a TrainStart, got {type(start).__name__}.")
+    check_logdir_path(logdir)
+    t = spec.training
+    if not 0 <= int(start.start_step) < t.total_steps:
+        raise ValueError(f"`start.start_step`={start.start_step!r} must be in [0, "
+                         f"training.total_steps={t.total_steps}).")
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    dist = make_strategy(strategy, tpu)
+    keras.utils.set_random_seed(int(seed))
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(t.mixed_precision)
+    try:
+        with _lock(logdir, dist, "train_eval", False):
+            return _run(spec, start.identity, {}, t, dist, logdir, int(seed), "train_eval",
+                        strategy, False, False, verbose, extra_callbacks, time.time(),
+                        start=start)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
 def main(argv):
     """absl entry point: runs :func:`run_experiment` with the command-line flags."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # TF's INFO logs (checkpoint sharding...) are noise
         logging.set_verbosity(logging.WARNING)
-    run_experiment(
+    from rigl_tf.errors import report_errors
+
+    code = report_errors("rigl-train", lambda: run_experiment(
         gin_config=FLAGS.gin_config, gin_bindings=FLAGS.gin_bindings,
         preload_gin_config=FLAGS.preload_gin_config, logdir=FLAGS.logdir, seed=FLAGS.seed,
         mode=FLAGS.mode, strategy=FLAGS.strategy, tpu=FLAGS.tpu, overwrite=FLAGS.overwrite,
-        dry_run=FLAGS.dry_run)
+        dry_run=FLAGS.dry_run, verbose=progress_verbosity(FLAGS.progress)),
+        debug=FLAGS.debug)
+    if code:
+        sys.exit(code)
 
 
 def run():
-    """Console-script entry point (``rigl-train``)."""
-    app.run(main)
+    """Console-script entry point (``rigl-train``; see rigl_tf/commands/train.py)."""
+    from rigl_tf.commands import train as command
+
+    command.run()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ unless ``--overwrite``.
 
 Example::
 
-    python tools/gradient_flow.py --logdir Scratch=/tmp/fm/scratch \
+    rigl-gradient-flow --logdir Scratch=/tmp/fm/scratch \
         --logdir RigL=/tmp/fm/rigl --num_examples 1000 --out_dir /tmp/fm/gradflow
 
 Per-run JSON keys: ``label``, ``logdir``, ``split``, ``num_examples``, ``data_seed``,
@@ -22,7 +22,6 @@ Per-run JSON keys: ``label``, ``logdir``, ``split``, ``num_examples``, ``data_se
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rigl_tf.experiments import runs  # noqa: E402
@@ -118,7 +117,8 @@ def _main(argv):
     for label, logdir in _parse_runs(args.logdir):
         run = runs.load_run(logdir, "--logdir")
         path = os.path.join(args.out_dir, runs.safe_name(label) + ".json")
-        if runs.existing([path], args.overwrite):
+        if runs.existing([path], args.overwrite,
+                         runs.request_of(args, logdir=logdir, label=label)):
             results[label] = runs.load_json(path, "--out_dir", KEYS)
             print(f"{label}: {path} exists, skipped (use --overwrite to recompute).")
             continue

@@ -24,14 +24,13 @@ A result whose JSON exists is not recomputed unless ``--overwrite``.
 
 Example::
 
-    python tools/interpolate.py --start /tmp/fm/rigl:0 --end /tmp/fm/rigl \
+    rigl-interpolate --start /tmp/fm/rigl:0 --end /tmp/fm/rigl \
         --split test --out_dir /tmp/fm/interp
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -110,7 +109,7 @@ def _main(argv):
     name = args.name or mode
     js = os.path.join(args.out_dir, runs.safe_name(name) + ".json")
     png = os.path.join(args.out_dir, runs.safe_name(name) + ".png")
-    if runs.existing([js, png], args.overwrite):
+    if runs.existing([js, png], args.overwrite, args):
         runs.load_json(js, "--out_dir")
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return

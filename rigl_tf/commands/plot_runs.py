@@ -9,15 +9,14 @@ number of points). Otherwise every ``--tag`` (repeatable) is drawn for all runs
 
 Example::
 
-    python tools/plot_runs.py --logdir Scratch=/tmp/fm/scratch_s1 --logdir RigL=/tmp/fm/rigl \
+    rigl-plot-runs --logdir Scratch=/tmp/fm/scratch_s1 --logdir RigL=/tmp/fm/rigl \
         --tag gradient_flow/norm --logy --out_dir /tmp/fm/plots
-    python tools/plot_runs.py --logdir /tmp/fm/rigl --list_tags
+    rigl-plot-runs --logdir /tmp/fm/rigl --list_tags
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rigl_tf.experiments import runs  # noqa: E402
@@ -72,7 +71,8 @@ def _main(argv):
                                  f"{', '.join(known[:30])}{' ...' if len(known) > 30 else ''}.")
     for tag in args.tag:
         stem = os.path.join(args.out_dir, runs.safe_name(tag.replace("/", "__")))
-        if runs.existing([stem + ".png", stem + ".json"], args.overwrite):
+        if runs.existing([stem + ".png", stem + ".json"], args.overwrite,
+                         runs.request_of(args, tag=tag)):
             print(f"{stem}.png exists, skipped (use --overwrite to redraw).")
             continue
         curves = {label: series[tag] for label, series in scalars.items()}

@@ -10,14 +10,13 @@ metric (``OUT_DIR/distances_<metric>.npy``) and, per metric, a heat map
 
 Example::
 
-    python tools/distances.py --checkpoint /tmp/fm/rigl:0 --checkpoint /tmp/fm/rigl:1000 \
+    rigl-distances --checkpoint /tmp/fm/rigl:0 --checkpoint /tmp/fm/rigl:1000 \
         --checkpoint /tmp/fm/rigl --out_dir /tmp/fm/distances
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -55,7 +54,7 @@ def _main(argv):
         raise runs.ToolError(f"--groups: has {len(groups)} names; expected "
                              f"{len(args.checkpoint)}, one per --checkpoint.")
     js = os.path.join(args.out_dir, "distances.json")
-    if runs.existing([js], args.overwrite):
+    if runs.existing([js], args.overwrite, args):
         runs.load_json(js, "--out_dir", ("labels",) + tuple(metrics))
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return

@@ -13,7 +13,7 @@ models (needs >= 2 models per method). Prints the table and writes ``--out`` (JS
 
 Example::
 
-    python tools/similarity.py --reference /tmp/fm/prune \
+    rigl-similarity --reference /tmp/fm/prune \
         --method "Lottery=/tmp/fm/lottery_s1,/tmp/fm/lottery_s2" \
         --method "Scratch=/tmp/fm/scratch_s1,/tmp/fm/scratch_s2" --out /tmp/fm/similarity.json
 """
@@ -21,7 +21,6 @@ Example::
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -77,7 +76,7 @@ def _main(argv):
         short = [k for k, v in methods.items() if len(v) < 2]
         raise runs.ToolError(f"--method: {short} have one model; without --reference every "
                              "method needs at least 2.")
-    if runs.existing([args.out], args.overwrite):
+    if runs.existing([args.out], args.overwrite, args, name="--out"):
         data = runs.load_json(args.out, "--out", ("rows", "table"))
         print(data["table"])
         print(f"{args.out} exists, skipped (use --overwrite to recompute).")

@@ -30,15 +30,14 @@ A result whose JSON exists is not recomputed unless ``--overwrite``.
 
 Example::
 
-    python tools/ticket_stats.py --rp /tmp/fm/prune:0 /tmp/fm/prune --out_dir /tmp/fm/tickets
-    python tools/ticket_stats.py --evolution RUN/level_00 RUN/level_01 RUN/level_02 \
+    rigl-ticket-stats --rp /tmp/fm/prune:0 /tmp/fm/prune --out_dir /tmp/fm/tickets
+    rigl-ticket-stats --evolution RUN/level_00 RUN/level_01 RUN/level_02 \
         --out_dir /tmp/fm/tickets
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -144,7 +143,7 @@ def _main(argv):
         raise runs.ToolError(f"--p: must be in (0, 1]; got {args.p}.")
     name = args.name or mode
     js = os.path.join(args.out_dir, runs.safe_name(name) + ".json")
-    if runs.existing([js], args.overwrite):
+    if runs.existing([js], args.overwrite, args):
         runs.load_json(js, "--out_dir")
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return
