@@ -251,11 +251,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--models", default="lenet5,mlp,resnet20")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=16, help="timed rounds (small models)")
-    parser.add_argument("--steps", type=int, default=24,
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (small models)")
+    parser.add_argument("--steps", type=int, default=20,
                         help="steps per variant per round (small models)")
-    parser.add_argument("--resnet_rounds", type=int, default=6)
-    parser.add_argument("--resnet_steps", type=int, default=4)
+    parser.add_argument("--resnet_rounds", type=int, default=4)
+    parser.add_argument("--resnet_steps", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0, help="seed of the step order")
     parser.add_argument("--tfmot_only", action="store_true", help=argparse.SUPPRESS)
