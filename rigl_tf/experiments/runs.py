@@ -634,9 +634,9 @@ def make_parser(description):
 
         def parse_args(self, *args, **kwargs):
             parsed = super().parse_args(*args, **kwargs)
-            from rigl_tf.commands import _cli
+            from rigl_tf import startup
 
-            _cli.import_tensorflow()  # after parsing: --help and usage errors stay fast
+            startup.import_tensorflow()  # after parsing: --help and usage errors stay fast
             return parsed
 
     parser = Parser(description=description)
