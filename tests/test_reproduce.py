@@ -90,6 +90,14 @@ def test_claims_fail_when_the_numbers_say_otherwise():
     assert v["lt_no_gradflow"] == rp.HOLDS
 
 
+def test_a_tie_does_not_hold():
+    m = _model()
+    m["distances"]["to_prune"][rp.LOTTERY] = [10.0]  # scratch: mean of 9 and 11 = 10
+    m["accuracy"]["95"][rp.RIGL] = [0.86]            # scratch: mean of 0.85 and 0.87
+    v = _verdicts(m)
+    assert v["lt_close_l2"] == rp.FAILS and v["dst_accuracy"] == rp.FAILS
+
+
 def test_lt_gradflow_rule_uses_log_ratios():
     m = _model()
     m["gradflow"][rp.LOTTERY] = _curve([3.0, 0.1])  # |log 3| = 1.10 > |log 0.75| = 0.29

@@ -344,6 +344,9 @@ class Study:
                 while todo or running:
                     ready = [(m, s) for m, s in todo
                              if all((m, d) in results for d in s.depends)]
+                    # Runs others depend on first, so the dependants can start early.
+                    parents = {d for _, s in todo for d in s.depends}
+                    ready.sort(key=lambda ms: ms[1].name not in parents)
                     while ready and len(running) < self.jobs:
                         m, s = ready.pop(0)
                         todo.remove((m, s))
