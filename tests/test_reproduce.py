@@ -243,6 +243,21 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert f.read_text() == "keep"
 
 
+def test_help_lists_the_flags_without_importing_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv[0] = 'rigl-reproduce'\n"
+            "from rigl_tf.commands.reproduce import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'NO-TF')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip().endswith("NO-TF"), proc.stdout[-500:] + proc.stderr[-500:]
+    for flag in ("--out_dir", "--dataset", "--budget", "--models", "--jobs"):
+        assert flag in proc.stdout
+
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 

@@ -64,7 +64,9 @@ def _main(argv):
     models = _models(args.models)
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise runs.ToolError(f"--out_dir: {args.out_dir!r} exists and is not a directory.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from rigl_tf.commands import _cli
+
+    _cli.quiet_tensorflow()
     from rigl_tf.reproduce.study import Study
 
     study = Study(args.out_dir, args.dataset, args.budget, models, args.jobs)

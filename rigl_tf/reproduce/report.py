@@ -172,10 +172,11 @@ def hessian_summary(model, method, when):
 
 def _cmp(a, b, name_a, name_b, op="<", digits=4):
     """Verdict of `a op b` with the numbers spelled out."""
+    numbers = f"{name_a} = {fmt(a, digits)} vs {name_b} = {fmt(b, digits)}"
     if a is None or b is None:
-        return MISSING, f"{name_a} = {fmt(a, digits)}, {name_b} = {fmt(b, digits)}"
+        return MISSING, numbers
     ok = {"<": a < b, ">": a > b, ">=": a >= b, "<=": a <= b}[op]
-    return (HOLDS if ok else FAILS), f"{name_a} = {fmt(a, digits)} {op} {name_b} = {fmt(b, digits)}"
+    return (HOLDS if ok else FAILS), numbers
 
 
 def _claim_lt_gradflow(m):

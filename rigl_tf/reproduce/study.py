@@ -385,8 +385,7 @@ class Study:
         """Masked gradient norm at every checkpoint (Fig. 2) and around updates (Fig. 3)."""
         labels = {rp.SCRATCH: "scratch_s1", rp.SCRATCH_PLUS: "scratch_plus_s1",
                   rp.LOTTERY: "lottery_s1", rp.PRUNING: "prune_s0", rp.SET: "set_s1",
-                  rp.SET_PLUS: "set_plus_s1", rp.RIGL: "rigl_s1", rp.RIGL_PLUS: "rigl_plus_s1",
-                  rp.RIGL_INV: "rigl_inverted_s1", rp.SMALL_DENSE: "small_dense_s1"}
+                  rp.SET_PLUS: "set_plus_s1", rp.RIGL: "rigl_s1", rp.RIGL_PLUS: "rigl_plus_s1"}
         n = self.budget.gradflow_examples
         prefixes = []
         for method, name in labels.items():
