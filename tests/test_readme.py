@@ -73,6 +73,9 @@ SPECIAL = [
      "optimizer = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.1), rigl_tf.updaters.RigL("
      "update_freq=1, init_drop_fraction=0.3, end_step=5))\n"
      "optimizer.build(model.trainable_variables)\n"),
+    ("rigl-reproduce --out_dir", "skip: trains dozens of runs even with --budget=quick (the "
+     "command has no smaller budget; its pipeline is tested in tests/test_reproduce.py)",
+     None),
     ("TF_CONFIG=", "skip: needs two machines and a gs:// bucket (multi-worker training is "
      "tested with local worker processes in tests/test_multiworker.py)", None),
     ("tensorboard --logdir", [("tensorboard --logdir", "tensorboard --inspect --logdir"),
