@@ -248,6 +248,10 @@ def _format_savings(s):
 # --------------------------------------------------------------------------- absl
 
 
+_FLAG_NAMES = ("gin_config", "gin_bindings", "root_dir", "run_dir", "data_dir", "fit_verbose",
+               "strategy", "tpu")
+
+
 def _define_flags():
     # Defined on first use, not at import: rigl-train defines --gin_config and
     # --gin_bindings too, and both modules may live in one process (tests, notebooks).
@@ -280,7 +284,10 @@ def main(argv):
 
 def run(argv=None):
     """Console-script entry point (``rigl-lottery``)."""
+    from rigl_tf.commands import _cli
+
     _define_flags()
+    _cli.adopt_key_flags(names=_FLAG_NAMES)  # `rigl-lottery --help` lists them
     app.run(main, argv=argv)
 
 
