@@ -25,6 +25,7 @@ gin parameters) and ``summary.json``.
 import dataclasses
 import logging as logging_std
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
@@ -38,6 +39,7 @@ from rigl_tf.lottery import branches as branches_lib  # noqa: E402
 from rigl_tf.lottery import imp as imp_lib  # noqa: E402
 from rigl_tf.lottery import importance as importance_lib  # noqa: E402
 from rigl_tf.lottery import layout  # noqa: E402
+from rigl_tf import locking  # noqa: E402
 
 OPERATIVE_CONFIG = "operative_config.gin"
 
@@ -157,6 +159,13 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
     parse(gin_config, gin_bindings)
     config = imp()
     spec = lottery_run()
+    directory = run_dir or os.path.join(root_dir, config.run_name())
+    with locking.exclusive(directory, "IMP run directory"):
+        return _run_locked(config, spec, root_dir, run_dir, data_dir, fit_verbose, print_fn)
+
+
+def _run_locked(config, spec, root_dir, run_dir, data_dir, fit_verbose, print_fn):
+    """:func:`run_lottery` while this process owns the run directory."""
     run = imp_lib.IMPRun(config, root_dir, run_dir=run_dir, data_dir=data_dir,
                          eval_batch_size=spec.eval_batch_size, verbose=fit_verbose)
     _write_text(os.path.join(run.run_dir, OPERATIVE_CONFIG), gin.operative_config_str())
@@ -238,6 +247,8 @@ def _define_flags():
     define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
     define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
     define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
+    define("DEFINE_bool", "debug", False,
+           "On an error, show the full traceback (not one line).")
 
 
 def main(argv):
@@ -245,8 +256,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
-    run_lottery(F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
-                data_dir=F.data_dir, fit_verbose=F.fit_verbose)
+    from rigl_tf.errors import report_errors
+
+    code = report_errors("rigl-lottery", lambda: run_lottery(
+        F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
+        data_dir=F.data_dir, fit_verbose=F.fit_verbose), debug=F.debug)
+    if code:
+        sys.exit(code)
 
 
 def run(argv=None):
