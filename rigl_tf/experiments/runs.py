@@ -632,6 +632,13 @@ def make_parser(description):
         def error(self, message):
             raise ToolError(f"{self.prog}: {message}")
 
+        def parse_args(self, *args, **kwargs):
+            parsed = super().parse_args(*args, **kwargs)
+            from rigl_tf.commands import _cli
+
+            _cli.import_tensorflow()  # after parsing: --help and usage errors stay fast
+            return parsed
+
     return Parser(description=description)
 
 

@@ -68,27 +68,14 @@ from rigl_tf.keras import callbacks as callbacks_lib  # noqa: E402
 from rigl_tf.keras import oneshot  # noqa: E402
 from rigl_tf.keras.wrapper import get_mask  # noqa: E402
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-MODES = ("train_eval", "hessian")
 OPERATIVE_CONFIG = "operative_config.gin"
 RESULTS = "results.json"
 CKPT_NAME = "ckpt"
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_config", [], "Gin config files (later ones override).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'training.total_steps=100'.")
-flags.DEFINE_string("preload_gin_config", None,
-                    "A gin file read before --gin_config and --gin_bindings, e.g. another "
-                    "run's operative_config.gin.")
-flags.DEFINE_string("logdir", "/tmp/rigl_tf", "Directory of checkpoints, summaries, results.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization, masks, data order and updates.")
-flags.DEFINE_enum("mode", "train_eval", MODES, "What to run.")
-flags.DEFINE_string("strategy", "default",
-                    f"tf.distribute strategy: one of {', '.join(STRATEGIES)}.")
-flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('' or 'local' for local).")
-flags.DEFINE_bool("overwrite", False, "Delete a logdir holding a different run.")
-flags.DEFINE_bool("dry_run", False, "Build everything gin names, print a summary, no training.")
-flags.DEFINE_bool("debug", False, "On an error, show the full traceback (not one line).")
+# The command-line flags live in a module without TensorFlow, so `rigl-train --help`
+# answers before TensorFlow is imported (see rigl_tf/commands/train.py).
+from rigl_tf.experiments.train_flags import (  # noqa: E402,F401
+    FLAGS, MODES, STRATEGIES, progress_verbosity)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -641,9 +628,14 @@ def _warn(message: str):
 
 def _atomic_write(path: str, text: str):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):  # our own temporary file only
+            tf.io.gfile.remove(tmp)
+        raise
 
 
 def _config_text(seed: int) -> str:
@@ -811,12 +803,32 @@ def fixed_batch(spec, split, size, seed, info):
                                     data_dir=d.data_dir, **kwargs)
 
 
+def parameter_counts(model) -> str:
+    """``params=P prunable=Q active=A (density D)`` of a (sparse) model.
+
+    ``params`` counts every weight of the network (trainable or not, e.g. BatchNorm
+    statistics) once, but not the masks; ``prunable`` the entries of the masked weights;
+    ``active`` their mask ones.
+    """
+    triples = rigl_tf.masked_weights(model)
+    mask_ids = {id(m) for _, _, m in triples}
+    seen, params = set(), 0
+    for w in model.weights:
+        if id(w) not in mask_ids and id(w) not in seen:
+            seen.add(id(w))
+            params += int(np.prod(w.shape))
+    prunable = sum(int(np.prod(w.shape)) for _, w, _ in triples)
+    active = sum(int(np.sum(keras.ops.convert_to_numpy(m))) for _, _, m in triples)
+    density = f" (density {active / prunable:.4f})" if prunable else ""
+    return f"params={params} prunable={prunable} active={active}{density}"
+
+
 def _summary(spec, info, model, optimizer, strategy) -> str:
     report = rigl_tf.sparsity_report(model)
     lines = [
         f"dataset: {info.name} input_shape={info.input_shape} classes={info.num_classes} "
         f"examples={info.num_examples}",
-        f"network: {spec.network.network_name} params={model.count_params()} "
+        f"network: {spec.network.network_name} {parameter_counts(model)} "
         f"kernel_params={models.count_params(model)}",
         f"optimizer: {spec.optimizer.name} lr={spec.optimizer.learning_rate} "
         f"schedule={spec.optimizer.schedule} warmup={spec.optimizer.warmup_steps}",
@@ -1198,14 +1210,17 @@ def main(argv):
         gin_config=FLAGS.gin_config, gin_bindings=FLAGS.gin_bindings,
         preload_gin_config=FLAGS.preload_gin_config, logdir=FLAGS.logdir, seed=FLAGS.seed,
         mode=FLAGS.mode, strategy=FLAGS.strategy, tpu=FLAGS.tpu, overwrite=FLAGS.overwrite,
-        dry_run=FLAGS.dry_run), debug=FLAGS.debug)
+        dry_run=FLAGS.dry_run, verbose=progress_verbosity(FLAGS.progress)),
+        debug=FLAGS.debug)
     if code:
         sys.exit(code)
 
 
 def run():
-    """Console-script entry point (``rigl-train``)."""
-    app.run(main)
+    """Console-script entry point (``rigl-train``; see rigl_tf/commands/train.py)."""
+    from rigl_tf.commands import train as command
+
+    command.run()
 
 
 if __name__ == "__main__":
