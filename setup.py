@@ -28,7 +28,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pytest-xdist"],
+        # tensorboard: the README's `tensorboard --logdir ...` and the event-file test.
+        "test": ["pytest", "hypothesis", "pytest-xdist", "tensorboard"],
+        "tensorboard": ["tensorboard"],
         "tfmot": ["tensorflow-model-optimization", "tf_keras"],
     },
     entry_points={

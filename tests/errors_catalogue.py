@@ -245,12 +245,15 @@ def _nan_loss():
                     raise AssertionError(f"{last} holds non-finite {key}")
 
 
-def _lottery(**kwargs):
+def _lottery(spec=None, **kwargs):
     def call():
         from rigl_tf import lottery
+        from rigl_tf.experiments.config import make_spec
 
         config = lottery.IMPConfig(**kwargs)
-        lottery.IMPRun(config, root_dir=os.devnull + "_unused")
+        train_spec = make_spec(**(spec or {"network": {"network_name": "mlp"},
+                                           "data": {"dataset_name": "digits"}}))
+        lottery.IMPRun(config, train_spec, root_dir=os.devnull + "_unused")
 
     return call
 
@@ -403,8 +406,14 @@ CATALOGUE = [
     ("lottery", "unknown rewinding mode", _lottery(rewinding="back"), ValueError,
      r"`rewinding` must be one of 'init', 'step', 'lr', 'none', got 'back'"),
     ("lottery", "rewind step past the end of training",
-     _lottery(network="mlp", dataset="digits", rewinding="step", rewind_step=10**6,
-              train_steps=100), ValueError, r"past the end of training"),
+     _lottery(rewinding="step", rewind_step=10**6,
+              spec={"network": {"network_name": "mlp"}, "data": {"dataset_name": "digits"},
+                    "training": {"total_steps": 100}}), ValueError,
+     r"past the end of training"),
+    ("lottery", "training setting IMP does not use",
+     _lottery(spec={"network": {"network_name": "mlp"}, "data": {"dataset_name": "digits"},
+                    "sparsity": {"sparsity": 0.9}}), ValueError,
+     r"`sparsity.sparsity`=0.9 is not used by IMP"),
     ("lottery", "unknown branch", _branch("nope"), ValueError,
      r"Unknown branch `name` 'nope'; known branches: lottery, reinit"),
     ("oneshot", "unknown pruning-at-init method", _prune_at_init_unknown, ValueError,

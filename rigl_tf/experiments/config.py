@@ -19,6 +19,7 @@ Semantics that differ from the original code are noted at the parameter.
 
 import dataclasses
 import difflib
+import json
 import logging
 import math
 import os
@@ -761,6 +762,54 @@ def resolve() -> ExperimentSpec:
         sparsity=sparsity(),
         data=data(),
     )
+    return _check_combinations(spec)
+
+
+_SECTIONS = ("training", "optimizer", "network", "unit_scaled_init", "pruning",
+             "mask_updater", "sparsity", "data")
+
+
+def make_spec(**sections) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` without gin, e.g. ``make_spec(training={'total_steps': 6})``.
+
+    Each keyword is a section of the rigl-train vocabulary (training, optimizer, network,
+    unit_scaled_init, pruning, mask_updater, sparsity, data) given as a dict of its
+    parameters; omitted sections and parameters take their defaults (gin bindings are
+    ignored). The values are validated exactly as in gin configs.
+
+    Raises:
+      ValueError: for an unknown section or parameter, a bad value, or an incompatible
+        combination.
+    """
+    import inspect
+
+    unknown = sorted(set(sections) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"Unknown spec sections {unknown}; known: {', '.join(_SECTIONS)}.")
+    built = {}
+    for name in _SECTIONS:
+        fn = inspect.unwrap(globals()[name])
+        kwargs = dict(sections.get(name) or {})
+        params = set(inspect.signature(fn).parameters)
+        bad = sorted(set(kwargs) - params)
+        if bad:
+            raise ValueError(f"Unknown parameter {name}.{bad[0]}; {name} accepts: "
+                             f"{', '.join(sorted(params))}.")
+        built[name] = fn(**kwargs)
+    return _check_combinations(ExperimentSpec(**built))
+
+
+def spec_to_dict(spec: ExperimentSpec) -> Dict[str, Any]:
+    """``{'section.parameter': value}`` of a spec, JSON-compatible (tuples become lists)."""
+    out = {}
+    for name in _SECTIONS:
+        for key, value in dataclasses.asdict(getattr(spec, name)).items():
+            out[f"{name}.{key}"] = json.loads(json.dumps(value))
+    return out
+
+
+def _check_combinations(spec: ExperimentSpec) -> ExperimentSpec:
+    """Checks the combinations of sections that no single section can check."""
     alg = spec.mask_updater.update_alg
     if spec.pruning_active and alg:
         raise ValueError(
