@@ -352,6 +352,14 @@ def test_save_compressed_into_a_directory_removes_nothing(tmp_path):
 # --------------------------------------------------------------------------- 5. validation
 
 
+def _first_mask_dataset(h5):
+    """Path of the first SparseWrapper's own variable (its mask) in a .keras weights file."""
+    names = []
+    h5.visit(names.append)
+    return next(n for n in names if "sparse_wrapper" in n and "/layer/" not in n
+                and n.endswith("/vars/0"))
+
+
 def _keras_file_with_mask_value(tmp_path, value):
     """A .keras file of a sparse model whose first mask holds ``value`` everywhere."""
     import zipfile
@@ -366,7 +374,7 @@ def _keras_file_with_mask_value(tmp_path, value):
     with open(weights, "wb") as f:
         f.write(parts["model.weights.h5"])
     with h5py.File(weights, "r+") as f:
-        mask = f["layers/sparse_wrapper/vars/0"]
+        mask = f[_first_mask_dataset(f)]
         mask[...] = np.full(mask.shape, value, mask.dtype)
     with open(weights, "rb") as f:
         parts["model.weights.h5"] = f.read()

@@ -12,7 +12,7 @@ from rigl_tf.lottery import main as lottery_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QS = os.path.join(ROOT, "configs", "lottery", "quickstart_imp.gin")
-TINY = ["imp.model_kwargs = {'hidden_sizes': (8,)}", "imp.train_steps = 3",
+TINY = ["network.hidden_sizes = (8,)", "training.total_steps = 3",
         "lottery_run.levels = 1"]
 ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
 
