@@ -44,6 +44,7 @@ setup(
             "rigl-distances=rigl_tf.commands.distances:main",
             "rigl-ticket-stats=rigl_tf.commands.ticket_stats:main",
             "rigl-plot-runs=rigl_tf.commands.plot_runs:main",
+            "rigl-reproduce=rigl_tf.commands.reproduce:main",
         ],
     },
     include_package_data=True,

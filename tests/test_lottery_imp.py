@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import rigl_tf
 from rigl_tf.experiments.config import make_spec
@@ -344,3 +345,38 @@ def test_pruned_weights_are_lowest_magnitudes_at_every_level(tmp_path):
         want[order[:expected_total[level]]] = True
         got = np.concatenate([new[k].reshape(-1) for k in keys]) > 0
         np.testing.assert_array_equal(got, want, err_msg=f"level {level}")
+
+
+@pytest.mark.slow
+def test_a_level_under_a_strategy_and_mixed_precision(tmp_path):
+    # The trainer's strategy and dtype policy reach IMP levels: the mirrored level trains
+    # on every logical CPU (2 in tests/conftest.py) and bfloat16 compute changes the result;
+    # the trainer records both.
+    runs = {}
+    for name, strategy, policy in (("default", "default", "float32"),
+                                   ("mirrored", "mirrored", "float32"),
+                                   ("bf16", "default", "mixed_bfloat16")):
+        spec = _spec(training={"mixed_precision": policy})
+        run = IMPRun(_config(), spec, run_dir=str(tmp_path / name), strategy=strategy)
+        run.run_level(0)
+        runs[name] = run
+    kernel = "sparse_dense/dense/kernel"
+    solution = {k: r.read_weights(0, "solution")[kernel] for k, r in runs.items()}
+    start = runs["default"].read_weights(0, "start")[kernel]
+    assert not np.array_equal(solution["default"], start)
+    assert not np.array_equal(solution["mirrored"], start)
+    assert np.abs(solution["bf16"] - solution["default"]).max() > 1e-6
+
+    def results(name):
+        with open(os.path.join(runs[name].level_dir(0), "train", "results.json")) as f:
+            return json.load(f)
+
+    devices = len(tf.config.list_logical_devices("CPU"))
+    assert (results("mirrored")["strategy"], results("mirrored")["replicas"]) == (
+        "mirrored", devices)
+    assert results("default")["replicas"] == 1
+    assert results("bf16")["mixed_precision"] == "mixed_bfloat16"
+    assert "mixed_precision" not in results("default")
+    with pytest.raises(ValueError, match=r"`strategy` must be one of 'default', 'mirrored', "
+                                         r"'tpu', got 'multi_worker'"):
+        IMPRun(_config(), _spec(), run_dir=str(tmp_path / "mw"), strategy="multi_worker")

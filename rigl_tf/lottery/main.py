@@ -22,8 +22,9 @@ Gin vocabulary:
 
 Re-running the same command continues after the last finished level and skips finished
 one-shot runs and branches, and an interrupted level resumes from its latest checkpoint;
-a ``--run_dir`` that holds a different configuration is refused. The run directory also receives ``operative_config.gin`` (the last invocation's
-gin parameters) and ``summary.json``.
+a ``--run_dir`` that holds a different configuration is refused. The run directory also
+receives ``operative_config.gin`` (the last invocation's gin parameters) and
+``summary.json``.
 """
 
 import dataclasses
