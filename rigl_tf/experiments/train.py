@@ -634,15 +634,9 @@ def _warn(message: str):
 
 
 def _atomic_write(path: str, text: str):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):  # our own temporary file only
-            tf.io.gfile.remove(tmp)
-        raise
+    from rigl_tf import files  # the one file layer (local paths and gs:// alike)
+
+    files.write_text(path, text)
 
 
 def _config_text(seed: int) -> str:
