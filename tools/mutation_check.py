@@ -119,8 +119,8 @@ MUTANTS = [
            (f"{T_OPT}::test_pruning_with_erk_targets_and_random_pruning",)),
     # ------------------------------------------------------------ sparsity: schedules
     Mutant("cosine schedule with the wrong phase", "rigl_tf.sparsity.schedules",
-           "return f0 * 0.5 * (1.0 + tf.cos(math.pi * t))",
-           "return f0 * 0.5 * (1.0 - tf.cos(math.pi * t))",
+           "f0 * 0.5 * (1.0 + tf.cos(math.pi * t",
+           "f0 * 0.5 * (1.0 - tf.cos(math.pi * t",
            (f"{T_SP}::test_cosine_drop_fraction",)),
     Mutant("polynomial pruning exponent ignored", "rigl_tf.sparsity.schedules",
            "return final + (initial - final) * tf.pow(1.0 - progress, self.power)",
@@ -163,6 +163,10 @@ MUTANTS = [
            "window = tf.stack([(ih - crop + 1) // 2, (iw - crop + 1) // 2, crop, crop])",
            "window = tf.stack([0 * ih, 0 * iw, crop, crop])",
            (f"{T_DS}::test_tfds_imagenet_eval_takes_the_central_crop",)),
+    Mutant("IMP captures theta_K one step late", "rigl_tf.lottery.imp",
+           "capture_step=self.rewind_step,",
+           "capture_step=self.rewind_step + 1,",
+           ("tests/test_lottery_imp.py::test_pruned_weights_are_lowest_magnitudes_at_every_level",)),
     # ------------------------------------------------------------ analysis
     Mutant("Hessian missing the cross-layer (residual) blocks", "rigl_tf.analysis.hessian_split",
            "return ((gn + gn.T) / 2.0 + residual + residual.T) / count",
