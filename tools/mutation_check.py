@@ -87,8 +87,12 @@ MUTANTS = [
            "        return -tf.abs(ctx.weight)",
            (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
     Mutant("wrong drop count (ceil)", "rigl_tf.keras.updaters",
-           "n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
-           "n_drop = tf.cast(tf.math.ceil(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
+           "returns (kept, grown) masks.\"\"\"\n"
+           "        n_active = tf.cast(tf.reduce_sum(m), tf.int32)\n"
+           "        n_drop = tf.cast(tf.floor(",
+           "returns (kept, grown) masks.\"\"\"\n"
+           "        n_active = tf.cast(tf.reduce_sum(m), tf.int32)\n"
+           "        n_drop = tf.cast(tf.math.ceil(",
            (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
     Mutant("SET grows non-randomly", "rigl_tf.keras.updaters",
            "        return masks_lib.random_scores(tf.shape(ctx.weight), self.seed, ctx.step, "
