@@ -380,3 +380,35 @@ def test_a_level_under_a_strategy_and_mixed_precision(tmp_path):
     with pytest.raises(ValueError, match=r"`strategy` must be one of 'default', 'mirrored', "
                                          r"'tpu', got 'multi_worker'"):
         IMPRun(_config(), _spec(), run_dir=str(tmp_path / "mw"), strategy="multi_worker")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process's work (like a kill) once the optimizer reaches ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt(f"interrupted at step {self.step}")
+
+
+def test_interrupted_dense_level_resumes_with_its_loss_record(tmp_path):
+    # The adaptive rule's noise estimate (the per-batch losses of level 0's last epoch) is
+    # checkpointed with the level, so a level interrupted at step 4 and resumed records
+    # the same 6 losses as an uninterrupted one.
+    spec = _spec(training={"save_freq": 2, "log_freq": 3, "deterministic": True})
+    ref, _ = _run(_config(), tmp_path / "ref", spec=spec)
+    ref.run_level(0)
+    run = IMPRun(_config(), spec, run_dir=str(tmp_path / "cut"), callbacks=[_Interrupt(4)])
+    with pytest.raises(KeyboardInterrupt):
+        run.run_level(0)
+    assert not run.is_finished(0)
+    resumed, _ = _run(_config(), tmp_path / "cut", spec=spec)
+    metrics = resumed.run_level(0)
+    assert metrics["resumed_from_step"] == 4
+    want = ref.metrics(0)["last_epoch_losses"]
+    assert len(want) == T and metrics["last_epoch_losses"] == want
+    for path, value in ref.read_weights(0, "solution").items():
+        np.testing.assert_array_equal(resumed.read_weights(0, "solution")[path], value)
