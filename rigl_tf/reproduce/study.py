@@ -293,6 +293,20 @@ class Study:
         if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
             raise ValueError(f"--out_dir: {self.out_dir!r} exists and is not a directory.")
 
+    def check_data(self):
+        """Fails before any training when the dataset is not available here.
+
+        Raises:
+          ValueError: one sentence naming ``--dataset`` and how to provide the data.
+        """
+        from rigl_tf.experiments import datasets
+
+        name = {"fashion_mnist": "fashion_mnist"}.get(self.dataset, self.dataset)
+        try:
+            datasets.get_dataset(name, "test", 1, prefetch=False)
+        except (FileNotFoundError, ValueError, ImportError) as e:
+            raise ValueError(f"--dataset: {self.dataset!r} cannot be read here: {e}") from None
+
     # ----- training
 
     def finished(self, model, name):
@@ -578,6 +592,7 @@ class Study:
           The path of REPORT.md.
         """
         self.check()
+        self.check_data()
         os.makedirs(self.out_dir, exist_ok=True)
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         t0 = time.time()
