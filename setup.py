@@ -36,7 +36,7 @@ setup(
     entry_points={
         "console_scripts": [
             "rigl-train=rigl_tf.commands.train:run",
-            "rigl-lottery=rigl_tf.lottery.main:run",
+            "rigl-lottery=rigl_tf.commands.lottery:run",
             "rigl-gradient-flow=rigl_tf.commands.gradient_flow:main",
             "rigl-hessian=rigl_tf.commands.hessian:main",
             "rigl-interpolate=rigl_tf.commands.interpolate:main",

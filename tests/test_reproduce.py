@@ -243,6 +243,22 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert f.read_text() == "keep"
 
 
+def test_unavailable_dataset_is_refused_before_any_write(tmp_path, capsys):
+    from rigl_tf.commands import reproduce
+    from rigl_tf.experiments import datasets
+
+    try:
+        datasets.get_dataset("mnist", "test", 1, prefetch=False)
+        pytest.skip("tfds mnist is available here")
+    except FileNotFoundError:
+        pass
+    out = tmp_path / "out"
+    assert reproduce.main(["--out_dir", str(out), "--dataset", "mnist"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --dataset: 'mnist' cannot be read")
+    assert not out.exists()
+
+
 def test_help_lists_the_flags_without_importing_tensorflow():
     import subprocess
     import sys

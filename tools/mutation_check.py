@@ -42,7 +42,7 @@ class Mutant:
     module: str
     snippet: str
     replacement: str
-    tests: tuple  # pytest node ids / files that must catch it
+    tests: tuple  # pytest arguments: node ids / files (optionally "-k", expression)
 
     def path(self, root=ROOT):
         return os.path.join(root, *self.module.split(".")) + ".py"
@@ -87,8 +87,12 @@ MUTANTS = [
            "        return -tf.abs(ctx.weight)",
            (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
     Mutant("wrong drop count (ceil)", "rigl_tf.keras.updaters",
-           "n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
-           "n_drop = tf.cast(tf.math.ceil(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
+           "returns (kept, grown) masks.\"\"\"\n"
+           "        n_active = tf.cast(tf.reduce_sum(m), tf.int32)\n"
+           "        n_drop = tf.cast(tf.floor(",
+           "returns (kept, grown) masks.\"\"\"\n"
+           "        n_active = tf.cast(tf.reduce_sum(m), tf.int32)\n"
+           "        n_drop = tf.cast(tf.math.ceil(",
            (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
     Mutant("SET grows non-randomly", "rigl_tf.keras.updaters",
            "        return masks_lib.random_scores(tf.shape(ctx.weight), self.seed, ctx.step, "
@@ -119,9 +123,9 @@ MUTANTS = [
            (f"{T_OPT}::test_pruning_with_erk_targets_and_random_pruning",)),
     # ------------------------------------------------------------ sparsity: schedules
     Mutant("cosine schedule with the wrong phase", "rigl_tf.sparsity.schedules",
-           "return f0 * 0.5 * (1.0 + tf.cos(math.pi * t))",
-           "return f0 * 0.5 * (1.0 - tf.cos(math.pi * t))",
-           (f"{T_SP}::test_cosine_drop_fraction",)),
+           "f0 * 0.5 * (1.0 + tf.cos(math.pi * t",
+           "f0 * 0.5 * (1.0 - tf.cos(math.pi * t",
+           (T_SP, "-k", "cosine_drop_fraction")),
     Mutant("polynomial pruning exponent ignored", "rigl_tf.sparsity.schedules",
            "return final + (initial - final) * tf.pow(1.0 - progress, self.power)",
            "return final + (initial - final) * (1.0 - progress)",
@@ -163,7 +167,19 @@ MUTANTS = [
            "window = tf.stack([(ih - crop + 1) // 2, (iw - crop + 1) // 2, crop, crop])",
            "window = tf.stack([0 * ih, 0 * iw, crop, crop])",
            (f"{T_DS}::test_tfds_imagenet_eval_takes_the_central_crop",)),
+    Mutant("IMP captures theta_K one step late", "rigl_tf.lottery.imp",
+           "capture_step=self.rewind_step,",
+           "capture_step=self.rewind_step + 1,",
+           ("tests/test_lottery_imp.py::test_pruned_weights_are_lowest_magnitudes_at_every_level",)),
     # ------------------------------------------------------------ analysis
+    Mutant("Hessian missing the cross-layer (residual) blocks", "rigl_tf.analysis.hessian_split",
+           "return ((gn + gn.T) / 2.0 + residual + residual.T) / count",
+           "return ((gn + gn.T) / 2.0) / count",
+           ("tests/test_analysis_hessian_split.py::test_split_matches_central_finite_differences",)),
+    Mutant("Hessian keeps only the computed triangle", "rigl_tf.analysis.hessian",
+           "matrix = np.where(computed, matrix, matrix.T)",
+           "matrix = np.where(computed, matrix, 0.0)",
+           ("tests/test_analysis_hessian.py::test_hessian_equals_nested_tape",)),
     Mutant("disagreement on probabilities instead of argmax", "rigl_tf.analysis.similarity",
            "return float(np.mean(np.argmax(p, axis=1) != np.argmax(q, axis=1)))",
            "return float(np.mean(np.any(p != q, axis=1)))",

@@ -11,16 +11,21 @@ import sys
 from rigl_tf.startup import import_tensorflow, is_noise, quiet_tensorflow  # noqa: F401
 
 
-def adopt_key_flags(module_name: str):
-    """Shows the flags defined in ``module_name`` in ``--help`` of the running program.
+def adopt_key_flags(module_name: str = None, names=()):
+    """Shows flags in ``--help`` of the running program: those defined in ``module_name``
+    and those called ``names``.
 
     absl's ``--help`` lists the key flags of the main module (``sys.argv[0]``); a console
     script defines none itself, so without this it prints only "Try --helpfull".
     """
     from absl import flags
 
-    module = importlib.import_module(module_name)
-    for flag in flags.FLAGS.get_flags_for_module(module.__name__):
+    chosen = []
+    if module_name is not None:
+        module = importlib.import_module(module_name)
+        chosen += flags.FLAGS.get_flags_for_module(module.__name__)
+    chosen += [flags.FLAGS[name] for name in names]
+    for flag in chosen:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 

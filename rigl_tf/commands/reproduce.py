@@ -72,6 +72,7 @@ def _main(argv):
     study = Study(args.out_dir, args.dataset, args.budget, models, args.jobs)
     try:
         study.check()
+        study.check_data()
     except ValueError as e:
         raise runs.ToolError(str(e)) from None
     command = "rigl-reproduce " + " ".join(

@@ -261,26 +261,9 @@ def _format_savings(s):
 # --------------------------------------------------------------------------- absl
 
 
-def _define_flags():
-    # Defined on first use, not at import: rigl-train defines --gin_config and
-    # --gin_bindings too, and both modules may live in one process (tests, notebooks).
-    def define(kind, name, default, help_):
-        if name not in flags.FLAGS:
-            getattr(flags, kind)(name, default, help_)
-
-    define("DEFINE_multi_string", "gin_config", [], "Gin config files (later ones override).")
-    define("DEFINE_multi_string", "gin_bindings", [],
-           "Gin bindings, e.g. 'training.total_steps = 100'.")
-    define("DEFINE_string", "root_dir", "/tmp/rigl_lottery",
-           "Parent directory of run directories (named by the hyperparameters).")
-    define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
-    define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
-    define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
-    define("DEFINE_string", "strategy", "default",
-           "tf.distribute strategy of the trainer: default, mirrored or tpu.")
-    define("DEFINE_string", "tpu", None, "TPU address for --strategy=tpu.")
-    define("DEFINE_bool", "debug", False,
-           "On an error, show the full traceback (not one line).")
+# The flags live in a module without TensorFlow (rigl-lottery --help answers at once).
+from rigl_tf.experiments.lottery_flags import FLAG_NAMES as _FLAG_NAMES  # noqa: E402
+from rigl_tf.experiments.lottery_flags import define_flags as _define_flags  # noqa: E402
 
 
 def main(argv):
@@ -299,8 +282,12 @@ def main(argv):
 
 
 def run(argv=None):
-    """Console-script entry point (``rigl-lottery``)."""
+    """Entry point of ``python -m rigl_tf.lottery.main`` (the console script
+    ``rigl-lottery`` is rigl_tf/commands/lottery.py, which parses before importing TF)."""
+    from rigl_tf.commands import _cli
+
     _define_flags()
+    _cli.adopt_key_flags(names=_FLAG_NAMES)  # `rigl-lottery --help` lists them
     app.run(main, argv=argv)
 
 

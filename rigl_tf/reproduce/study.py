@@ -71,6 +71,8 @@ FULL = Budget(
 BUDGET_BY_NAME = {"quick": QUICK, "full": FULL}
 
 
+# Runs whose step-0 point is embedded next to the solutions (Fig. 5a).
+INIT_POINTS = ("lottery_s1", "scratch")
 # Runs whose gradient norm is also measured around every mask update (Fig. 3).
 UPDATE_METHODS = (rp.SET, rp.SET_PLUS, rp.RIGL, rp.RIGL_PLUS)
 
@@ -293,6 +295,20 @@ class Study:
         if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
             raise ValueError(f"--out_dir: {self.out_dir!r} exists and is not a directory.")
 
+    def check_data(self):
+        """Fails before any training when the dataset is not available here.
+
+        Raises:
+          ValueError: one sentence naming ``--dataset`` and how to provide the data.
+        """
+        from rigl_tf.experiments import datasets
+
+        name = {"fashion_mnist": "fashion_mnist"}.get(self.dataset, self.dataset)
+        try:
+            datasets.get_dataset(name, "test", 1, prefetch=False)
+        except (FileNotFoundError, ValueError, ImportError) as e:
+            raise ValueError(f"--dataset: {self.dataset!r} cannot be read here: {e}") from None
+
     # ----- training
 
     def finished(self, model, name):
@@ -483,7 +499,7 @@ class Study:
             run = self._run(model, name)
             prefixes += [run.prefix(run.steps[0]), run.prefix(run.steps[-1])]
         params = {"examples": self.budget.eval_examples, "alphas": self.budget.alphas,
-                  "groups": groups}
+                  "groups": groups, "init_points": INIT_POINTS}
 
         def compute():
             from rigl_tf.analysis import (distance_matrix, error_barrier, interpolate,
@@ -500,10 +516,11 @@ class Study:
             to_prune = {g: [l2_distance(final[n], ref) for n in ns] for g, ns in groups.items()}
             init_to_prune = {g: [l2_distance(init[n], ref) for n in ns]
                              for g, ns in groups.items()}
-            labels = [f"{n} final" for n in names] + [f"{n} init" for n in names
-                                                      if n.startswith(("prune_s0", "scratch"))]
-            points = [final[n] for n in names] + [init[n] for n in names
-                                                  if n.startswith(("prune_s0", "scratch"))]
+            # Step-0 points: the ticket's (the pruning init with its final mask) and the
+            # scratch runs' (same mask, new init).
+            starts = [n for n in names if n.startswith(INIT_POINTS)]
+            labels = [f"{n} final" for n in names] + [f"{n} init" for n in starts]
+            points = [final[n] for n in names] + [init[n] for n in starts]
             matrix = distance_matrix(points, "l2")
             coords = mds_embedding(matrix, 2)
             run = self._run(model, "prune_s0")
@@ -578,6 +595,7 @@ class Study:
           The path of REPORT.md.
         """
         self.check()
+        self.check_data()
         os.makedirs(self.out_dir, exist_ok=True)
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         t0 = time.time()
