@@ -32,8 +32,10 @@ _LAZY = {
     "prune_at_init": "rigl_tf.keras.oneshot",
     **dict.fromkeys(["export", "export_report"], "rigl_tf.deploy"),
 }
-_SUBMODULES = ("analysis", "callbacks", "commands", "compressed", "deploy", "experiments",
-               "files", "inference", "interop", "keras", "lottery", "sparsity", "updaters")
+_SUBMODULES = ("analysis", "callbacks", "commands", "compressed", "deploy", "errors",
+               "experiments", "locking", "reproduce",
+               "files", "inference", "interop", "keras", "lottery", "progress", "sparsity",
+               "startup", "updaters")
 
 __version__ = "0.1.0"
 __all__ = sorted(_LAZY) + ["callbacks", "updaters"]

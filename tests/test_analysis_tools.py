@@ -317,3 +317,18 @@ def test_plot_runs(logdir, tmp_path, capsys):
                                      out + "x"]))
     assert "--tag" in line and "'nope'" in line
     assert not os.path.exists(out + "x")
+
+
+def test_progress_lines_with_eta(logdir, tmp_path, capsys):
+    """--progress=lines: a status line on stderr, the last one for all evaluated points."""
+    tool = _tool("interpolate")
+    argv = ["--start", f"{logdir}:0", "--end", logdir, "--num_alphas", "3",
+            "--num_examples", "50", "--out_dir", str(tmp_path), "--progress", "lines"]
+    assert tool.main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.startswith("interpolate ")]
+    # alphas: linspace(-0.2, 1.2, 3) plus 0 and 1 -> 5 points.
+    assert lines[0].startswith("interpolate 1/5 20% ") and "ETA" in lines[0]
+    assert lines[-1].startswith("interpolate 5/5 100% ")
+    assert tool.main(argv[:-2] + ["--overwrite", "--progress", "off"]) == 0
+    assert "interpolate 1/5" not in capsys.readouterr().err

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import rigl_tf
 from rigl_tf.experiments.config import make_spec
@@ -344,3 +345,70 @@ def test_pruned_weights_are_lowest_magnitudes_at_every_level(tmp_path):
         want[order[:expected_total[level]]] = True
         got = np.concatenate([new[k].reshape(-1) for k in keys]) > 0
         np.testing.assert_array_equal(got, want, err_msg=f"level {level}")
+
+
+@pytest.mark.slow
+def test_a_level_under_a_strategy_and_mixed_precision(tmp_path):
+    # The trainer's strategy and dtype policy reach IMP levels: the mirrored level trains
+    # on every logical CPU (2 in tests/conftest.py) and bfloat16 compute changes the result;
+    # the trainer records both.
+    runs = {}
+    for name, strategy, policy in (("default", "default", "float32"),
+                                   ("mirrored", "mirrored", "float32"),
+                                   ("bf16", "default", "mixed_bfloat16")):
+        spec = _spec(training={"mixed_precision": policy})
+        run = IMPRun(_config(), spec, run_dir=str(tmp_path / name), strategy=strategy)
+        run.run_level(0)
+        runs[name] = run
+    kernel = "sparse_dense/dense/kernel"
+    solution = {k: r.read_weights(0, "solution")[kernel] for k, r in runs.items()}
+    start = runs["default"].read_weights(0, "start")[kernel]
+    assert not np.array_equal(solution["default"], start)
+    assert not np.array_equal(solution["mirrored"], start)
+    assert np.abs(solution["bf16"] - solution["default"]).max() > 1e-6
+
+    def results(name):
+        with open(os.path.join(runs[name].level_dir(0), "train", "results.json")) as f:
+            return json.load(f)
+
+    devices = len(tf.config.list_logical_devices("CPU"))
+    assert (results("mirrored")["strategy"], results("mirrored")["replicas"]) == (
+        "mirrored", devices)
+    assert results("default")["replicas"] == 1
+    assert results("bf16")["mixed_precision"] == "mixed_bfloat16"
+    assert "mixed_precision" not in results("default")
+    with pytest.raises(ValueError, match=r"`strategy` must be one of 'default', 'mirrored', "
+                                         r"'tpu', got 'multi_worker'"):
+        IMPRun(_config(), _spec(), run_dir=str(tmp_path / "mw"), strategy="multi_worker")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process's work (like a kill) once the optimizer reaches ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt(f"interrupted at step {self.step}")
+
+
+def test_interrupted_dense_level_resumes_with_its_loss_record(tmp_path):
+    # The adaptive rule's noise estimate (the per-batch losses of level 0's last epoch) is
+    # checkpointed with the level, so a level interrupted at step 4 and resumed records
+    # the same 6 losses as an uninterrupted one.
+    spec = _spec(training={"save_freq": 2, "log_freq": 3, "deterministic": True})
+    ref, _ = _run(_config(), tmp_path / "ref", spec=spec)
+    ref.run_level(0)
+    run = IMPRun(_config(), spec, run_dir=str(tmp_path / "cut"), callbacks=[_Interrupt(4)])
+    with pytest.raises(KeyboardInterrupt):
+        run.run_level(0)
+    assert not run.is_finished(0)
+    resumed, _ = _run(_config(), tmp_path / "cut", spec=spec)
+    metrics = resumed.run_level(0)
+    assert metrics["resumed_from_step"] == 4
+    want = ref.metrics(0)["last_epoch_losses"]
+    assert len(want) == T and metrics["last_epoch_losses"] == want
+    for path, value in ref.read_weights(0, "solution").items():
+        np.testing.assert_array_equal(resumed.read_weights(0, "solution")[path], value)

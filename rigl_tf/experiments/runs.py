@@ -537,6 +537,8 @@ def claim_output(directory, name="--out_dir"):
     from rigl_tf import locking
 
     global _claims
+    if locking.is_remote(directory or ""):
+        return  # gs:// etc.: written through tf.io.gfile, not locked (see rigl_tf.locking)
     directory = os.path.abspath(directory or ".")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ToolError(f"{name}: {directory!r} is a file; give a directory for the outputs.")
@@ -584,10 +586,11 @@ def existing(paths, overwrite, request=None, name="--out_dir"):
       ToolError: an output path is a directory, or the output directory is not writable.
     """
     for path in paths:
-        if os.path.isdir(path):
+        if "://" not in path and os.path.isdir(path):
             raise ToolError(f"{name}: {path!r} is a directory; give a file path for the "
                             "output (nothing in that directory is replaced).")
-    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+    for directory in sorted({os.path.dirname(p if "://" in p else os.path.abspath(p))
+                             for p in paths}):
         claim_output(directory, name)
     if request is not None and not (isinstance(request, dict) and "parameters" in request):
         request = request_of(request)
@@ -599,9 +602,10 @@ def existing(paths, overwrite, request=None, name="--out_dir"):
         return True
     sidecar = manifest_path(paths)
     try:
-        with open(sidecar) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
+        from rigl_tf.files import read_text
+
+        recorded = json.loads(read_text(sidecar))
+    except Exception:  # noqa: BLE001 (missing, unreadable or not JSON: recompute)
         print(f"{paths[0]}: no record of the inputs that produced it; recomputing.")
         return False
     if recorded != request:
@@ -634,12 +638,24 @@ def make_parser(description):
 
         def parse_args(self, *args, **kwargs):
             parsed = super().parse_args(*args, **kwargs)
-            from rigl_tf.commands import _cli
+            from rigl_tf import startup
 
-            _cli.import_tensorflow()  # after parsing: --help and usage errors stay fast
+            startup.import_tensorflow()  # after parsing: --help and usage errors stay fast
             return parsed
 
-    return Parser(description=description)
+    parser = Parser(description=description)
+    parser.add_argument("--progress", default=None, choices=("auto", "bar", "lines", "off"),
+                        help="Progress with ETA on stderr: 'bar' (redrawn), 'lines' (a line "
+                        "every 10 s, for logs), 'off'; default 'auto' (bar on a terminal, "
+                        "else quiet) or $RIGL_TF_PROGRESS.")
+    return parser
+
+
+def progress(args, total, desc):
+    """A `rigl_tf.progress.Progress` for a command's long loop (``--progress`` mode)."""
+    from rigl_tf.progress import Progress
+
+    return Progress(total=total, desc=desc, mode=getattr(args, "progress", None))
 
 
 def tool_main(run_fn, argv=None):

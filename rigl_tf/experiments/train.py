@@ -456,6 +456,7 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
                               min_active=sp.min_active)
         log(f"One-shot {spec.mask_updater.update_alg} pruning to sparsity "
             f"{spec.oneshot_sparsity}.")
+    _check_sparsity_reached(model, spec, mask_path, oneshot_alg)
     if spec.training.use_metainit and dry_run:
         log("Dry run: MetaInit skipped.")
     elif spec.training.use_metainit:
@@ -465,6 +466,34 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
         result = meta_init(model, x, y, steps=spec.training.metainit_steps)
         log(f"MetaInit: gradient quotient {result['gq'][0]:.4f} -> {result['best_gq']:.4f}.")
     return model
+
+
+def _check_sparsity_reached(model, spec, mask_path, oneshot_alg):
+    """Refuses a start model much denser than configured (dense masks, min_active...)."""
+    sp = spec.sparsity
+    target = spec.oneshot_sparsity if oneshot_alg else sp.sparsity
+    if target <= 0.0:
+        return
+    total = active = 0
+    dense_layers = []
+    for key, _, mask in rigl_tf.masked_weights(model):
+        m = np.asarray(mask.numpy())
+        total += m.size
+        active += int(np.count_nonzero(m))
+        if m.size and np.count_nonzero(m) == m.size:
+            dense_layers.append(key)
+    reached = 1.0 - active / total if total else 0.0
+    if reached >= 0.9 * target:
+        return
+    if mask_path:
+        cause = (f"the masks loaded from `network.mask_init_path`={mask_path!r} are that "
+                 f"dense (a dense run?)")
+    else:
+        cause = (f"`sparsity.min_active`={sp.min_active}, `sparsity.custom_sparsity` or "
+                 f"`sparsity.keep_dense` keep {', '.join(dense_layers[:5]) or 'layers'} dense")
+    raise ValueError(
+        f"The model would start at sparsity {reached:.4f}, far below the configured "
+        f"{target:g}: {cause}. Fix that, or configure the sparsity the masks really have.")
 
 
 def _gradient_regularized_step(model, coefficient: float):
@@ -574,21 +603,40 @@ def _all_finite(model) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
+def finite_results(results: Dict) -> Dict:
+    """Replaces non-finite numbers by None (valid JSON) and says so in ``status``.
+
+    ``status`` becomes ``'completed_nonfinite_metrics'`` and ``nonfinite_metrics`` lists
+    the affected keys (dotted paths), e.g. a test loss that overflowed to inf.
+    """
+    bad = []
+
+    def clean(value, path):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+            bad.append(path)
+            return None
+        return value
+
+    out = clean(results, "")
+    if bad:
+        out["status"] = "completed_nonfinite_metrics"
+        out["nonfinite_metrics"] = bad
+    return out
+
+
 def _warn(message: str):
     """Always shown (also with verbose=0): resume decisions the user must know about."""
     print(message, file=sys.stderr, flush=True)
 
 
 def _atomic_write(path: str, text: str):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):  # our own temporary file only
-            tf.io.gfile.remove(tmp)
-        raise
+    from rigl_tf import files  # the one file layer (local paths and gs:// alike)
+
+    files.write_text(path, text)
 
 
 def _config_text(seed: int) -> str:
@@ -619,7 +667,19 @@ def _lock(logdir, dist, mode, dry_run):
     directory = os.path.join(logdir, "hessian") if mode == "hessian" else \
         _worker_dir(logdir, dist)
     with locking.exclusive(directory, "`--logdir`"):
-        yield
+        fresh = mode == "train_eval" and not [
+            p for p in owned_paths(directory)[0] if os.path.basename(p) != locking.LOCK_NAME]
+        try:
+            yield
+        except TrainingDivergedError:
+            raise  # its last good checkpoint is part of the report
+        except BaseException:
+            # A new run that fails before any training step leaves nothing behind, so
+            # the corrected command starts cleanly (not refused as a different run).
+            if fresh and set(checkpoint_steps(directory)) <= {0} and not tf.io.gfile.exists(
+                    os.path.join(directory, RESULTS)):
+                _delete_owned(directory, log=lambda *a: None)
+            raise
 
 
 # Files rigl-train writes in a logdir (relative paths; `*` stays within one path
@@ -628,7 +688,8 @@ OWNED_FILES = (OPERATIVE_CONFIG, RESULTS, "checkpoint", f"{CKPT_NAME}-*.index",
                f"{CKPT_NAME}-*.data-*", "*.tmp-*", "summaries/events.out.tfevents.*",
                "mask_updates/*/checkpoint", f"mask_updates/*/{CKPT_NAME}-*",
                "hessian/*.eigvals.npy", "hessian/*.tmp-*", locking.LOCK_NAME)
-OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp")
+OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp",
+              ".tmp-*", "hessian/.tmp-*")  # the last two: files.atomic_output staging
 
 
 def _matches(rel: str, patterns) -> bool:
@@ -1036,15 +1097,17 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         results["skipped_nonfinite_steps"] = int(skipped.numpy())
     if t.mixed_precision != "float32":
         results["mixed_precision"] = t.mixed_precision
+    written = finite_results(results)
     if chief:
-        _atomic_write(os.path.join(logdir, RESULTS), json.dumps(results, indent=2))
+        _atomic_write(os.path.join(logdir, RESULTS), json.dumps(written, indent=2,
+                                                                allow_nan=False))
     writer.close()
     if start is not None:
         start.model = base
     log(f"Final test accuracy: {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}) "
         f"at step {step}; sparsity {report.total['sparsity']:.4f}; wall time "
         f"{results['wall_time_s']:.1f}s.")
-    return results
+    return written
 
 
 class _SkipReporter(keras.callbacks.Callback):
@@ -1130,8 +1193,13 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
         path = os.path.join(out_dir, f"{CKPT_NAME}-{ckpt_id}.eigvals.npy")
         results[ckpt_id] = path
         if tf.io.gfile.exists(path) and not cfg["overwrite"]:
-            log(f"Hessian: {path} exists, skipped.")
-            continue
+            try:
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    np.load(f, allow_pickle=False)
+                log(f"Hessian: {path} exists, skipped.")
+                continue
+            except Exception as e:  # noqa: BLE001 (truncated or foreign file)
+                _warn(f"Hessian: {path} is damaged ({type(e).__name__}); recomputing it.")
         ckpt.restore(prefix).expect_partial().assert_existing_objects_matched()
         masks = [None if get_mask(v) is None else get_mask(v).numpy()
                  for v in model.trainable_variables]
@@ -1140,8 +1208,10 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
             spectrum="dense" if cfg["is_dense_spectrum"] else "sparse",
             chunk_size=cfg["rows_at_once"])
         eigs = hessian.eigenvalues(matrix)
-        with tf.io.gfile.GFile(path, "wb") as f:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with tf.io.gfile.GFile(tmp, "wb") as f:
             np.save(f, eigs)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
         log(f"Hessian at {prefix}: {matrix.shape[0]} parameters, max eigenvalue "
             f"{float(eigs[-1]):.4g}; saved {path}.")
     return results

@@ -32,6 +32,7 @@ import difflib
 import inspect
 import os
 import re
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
@@ -46,6 +47,7 @@ from rigl_tf.lottery import imp as imp_lib  # noqa: E402
 from rigl_tf.lottery import importance as importance_lib  # noqa: E402
 from rigl_tf.lottery import layout  # noqa: E402
 from rigl_tf.lottery.start import check_int  # noqa: E402
+from rigl_tf import locking  # noqa: E402
 
 OPERATIVE_CONFIG = "operative_config.gin"
 
@@ -182,6 +184,17 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
     """
     parse(gin_config, gin_bindings)
     config, train_spec, spec = resolve()
+    named = train_spec if data_dir is None else dataclasses.replace(
+        train_spec, data=dataclasses.replace(train_spec.data, data_dir=data_dir))
+    directory = run_dir or os.path.join(root_dir, config.run_name(named))
+    with locking.exclusive(directory, "IMP run directory"):
+        return _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose,
+                           strategy, tpu, print_fn)
+
+
+def _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose, strategy,
+                tpu, print_fn):
+    """:func:`run_lottery` while this process owns the run directory."""
     run = imp_lib.IMPRun(config, train_spec, root_dir, run_dir=run_dir, data_dir=data_dir,
                          strategy=strategy, tpu=tpu, verbose=fit_verbose)
     _write_text(os.path.join(run.run_dir, OPERATIVE_CONFIG), gin.operative_config_str())
@@ -248,24 +261,9 @@ def _format_savings(s):
 # --------------------------------------------------------------------------- absl
 
 
-def _define_flags():
-    # Defined on first use, not at import: rigl-train defines --gin_config and
-    # --gin_bindings too, and both modules may live in one process (tests, notebooks).
-    def define(kind, name, default, help_):
-        if name not in flags.FLAGS:
-            getattr(flags, kind)(name, default, help_)
-
-    define("DEFINE_multi_string", "gin_config", [], "Gin config files (later ones override).")
-    define("DEFINE_multi_string", "gin_bindings", [],
-           "Gin bindings, e.g. 'training.total_steps = 100'.")
-    define("DEFINE_string", "root_dir", "/tmp/rigl_lottery",
-           "Parent directory of run directories (named by the hyperparameters).")
-    define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
-    define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
-    define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
-    define("DEFINE_string", "strategy", "default",
-           "tf.distribute strategy of the trainer: default, mirrored or tpu.")
-    define("DEFINE_string", "tpu", None, "TPU address for --strategy=tpu.")
+# The flags live in a module without TensorFlow (rigl-lottery --help answers at once).
+from rigl_tf.experiments.lottery_flags import FLAG_NAMES as _FLAG_NAMES  # noqa: E402
+from rigl_tf.experiments.lottery_flags import define_flags as _define_flags  # noqa: E402
 
 
 def main(argv):
@@ -273,14 +271,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
-    run_lottery(F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
-                data_dir=F.data_dir, fit_verbose=F.fit_verbose, strategy=F.strategy,
-                tpu=F.tpu)
+    from rigl_tf.errors import report_errors
+
+    code = report_errors("rigl-lottery", lambda: run_lottery(
+        F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
+        data_dir=F.data_dir, fit_verbose=F.fit_verbose, strategy=F.strategy, tpu=F.tpu),
+        debug=F.debug)
+    if code:
+        sys.exit(code)
 
 
 def run(argv=None):
-    """Console-script entry point (``rigl-lottery``)."""
+    """Entry point of ``python -m rigl_tf.lottery.main`` (the console script
+    ``rigl-lottery`` is rigl_tf/commands/lottery.py, which parses before importing TF)."""
+    from rigl_tf.commands import _cli
+
     _define_flags()
+    _cli.adopt_key_flags(names=_FLAG_NAMES)  # `rigl-lottery --help` lists them
     app.run(main, argv=argv)
 
 
