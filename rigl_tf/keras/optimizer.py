@@ -254,6 +254,7 @@ class SparseOptimizer(WrappingOptimizer):
                 "the model has no SparseWrapper layers (call rigl_tf.sparsify first)."
             )
         self._items = _Untracked(items)
+        self._peak_lr = _Untracked(self._find_peak_lr(self.updater))
         self._var_index = _Untracked({id(it.var): it for it in items})
         self._slot_lists = _Untracked(self._find_slots(items))
         updater = self.updater
@@ -277,6 +278,46 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_num_changed = self.add_variable(
             shape=(), dtype="int64", initializer="zeros", name="last_num_changed",
             aggregation="only_first_replica")
+
+    def _find_peak_lr(self, updater):
+        """The peak learning rate, read once (eagerly) for the 'lr' drop fraction."""
+        fraction = getattr(updater, "fraction", None)
+        uses_lr = getattr(fraction, "schedule", None) == "lr"
+        base = _base_optimizer(self.inner_optimizer)
+        with tf.init_scope():
+            try:
+                peak = updaters_lib.peak_learning_rate(base._learning_rate)
+            except (TypeError, ValueError) as e:
+                if uses_lr:
+                    raise ValueError(str(e)) from None
+                return None
+        if uses_lr and not (np.isfinite(peak) and peak > 0):
+            raise ValueError(
+                f"The 'lr' drop-fraction schedule divides by the peak learning rate, which "
+                f"is {peak!r} for learning rate {type(base._learning_rate).__name__}; give the "
+                f"schedule a "
+                f"`peak_learning_rate` attribute, or use schedule_alg 'cosine' or 'constant'."
+            )
+        return peak
+
+    def updates_masks_in_step(self, iterations) -> bool:
+        """Whether the optimizer step that starts at ``iterations`` changes the masks
+        (Python; for callbacks that act around mask updates)."""
+        updater = self.updater
+        if updater.name == "static":
+            return False
+        iterations = int(iterations)
+        if iterations == 0 and updater.may_update_at_start() and bool(updater.should_update(0)):
+            return True
+        return bool(updater.should_update(iterations + 1))
+
+    def update_step_of(self, iterations) -> int:
+        """The event step of a mask update in the step that starts at ``iterations``."""
+        iterations = int(iterations)
+        if iterations == 0 and self.updater.may_update_at_start() and bool(
+                self.updater.should_update(0)):
+            return 0
+        return iterations + 1
 
     def _find_slots(self, items):
         spec = slot_spec(self.inner_optimizer) or []
@@ -324,11 +365,19 @@ class SparseOptimizer(WrappingOptimizer):
                 lambda: self._take_snapshot(distribution, variables),
                 lambda: tf.no_op(),
             )
-        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
-
         updater = self.updater
         by_id = {id(v): g for g, v in zip(grads, variables)}
         item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
+        if updater.name != "static" and updater.may_update_at_start():
+            # An event at step 0 acts on the initial weights, before the first update.
+            tf.cond(
+                tf.logical_and(tf.equal(step, 0), updater.should_update(0)),
+                lambda: self._update_masks(distribution, tf.constant(0, tf.int64),
+                                           item_grads),
+                lambda: tf.no_op(),
+            )
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+
         if updater.needs_state:
             reduced = self._reduce(distribution, item_grads)
             for state, g in zip(self._states, reduced):
@@ -336,9 +385,11 @@ class SparseOptimizer(WrappingOptimizer):
                     state.assign(updater.observe(state, tf.cast(g, state.dtype)))
 
         if updater.name != "static":
+            # Event step t = iterations after this update (the reference's and tfmot's).
+            event = step + 1
             tf.cond(
-                updater.should_update(step),
-                lambda: self._update_masks(distribution, step, item_grads),
+                updater.should_update(event),
+                lambda: self._update_masks(distribution, event, item_grads),
                 lambda: tf.no_op(),
             )
         for item in self.masked_items:
@@ -387,7 +438,10 @@ class SparseOptimizer(WrappingOptimizer):
         weights = [tf.cast(tf.convert_to_tensor(it.var), tf.float32) for it in items]
         masks = [tf.cast(tf.convert_to_tensor(it.mask), tf.float32) for it in items]
         states = [tf.convert_to_tensor(s) for s in self._states] or [None] * len(items)
-        lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer))
+        lr_info = None
+        if self._peak_lr.value is not None:
+            lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer), step,
+                                               self._peak_lr.value)
         new_masks = updater.compute_masks(step, weights, masks, grads, states, lr_info)
         changed = []
         for item, w, old, new, slots in zip(items, weights, masks, new_masks,
