@@ -11,7 +11,11 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["rigl_tf", "rigl_tf.*"]),
+    packages=find_packages(include=["rigl_tf", "rigl_tf.*"]) + ["rigl_tf.configs"],
+    # The shipped gin configs install as rigl_tf/configs (found by name from any
+    # directory: --gin_config=mnist_lenet5/rigl.gin); the repository keeps them in configs/.
+    package_dir={"rigl_tf.configs": "configs"},
+    package_data={"rigl_tf.configs": ["*.gin", "*/*.gin"]},
     python_requires=">=3.9",
     install_requires=[
         "tensorflow>=2.16",
@@ -29,7 +33,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "rigl-train=rigl_tf.experiments.train:run",
+            "rigl-train=rigl_tf.commands.train:run",
             "rigl-lottery=rigl_tf.lottery.main:run",
             "rigl-gradient-flow=rigl_tf.commands.gradient_flow:main",
             "rigl-hessian=rigl_tf.commands.hessian:main",

@@ -31,7 +31,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from rigl_tf.files import atomic_output
+from rigl_tf.files import atomic_output, check_replaceable
 from rigl_tf.keras import model_ops
 
 FORMAT_NAME = "rigl_tf.compressed"
@@ -102,7 +102,8 @@ def save_compressed(model, path: str, encoding: str = "bitmask") -> str:
     Args:
       model: a Keras 3 model with SparseWrappers (see ``rigl_tf.sparsify``).
       path: destination file (written as given; '.npz' is conventional). Written
-        atomically; an existing file is replaced.
+        atomically; an existing file is replaced, an existing non-empty directory is
+        refused (nothing in it is removed).
       encoding: 'bitmask', 'indices' or 'auto' (the smaller one per weight).
 
     Returns:
@@ -110,8 +111,10 @@ def save_compressed(model, path: str, encoding: str = "bitmask") -> str:
 
     Raises:
       ValueError: for an unknown ``encoding`` or a model without SparseWrappers.
+      FileExistsError: ``path`` is a directory holding files.
     """
     _check_choice("encoding", encoding, ENCODINGS)
+    check_replaceable(path)
     masked = model_ops._require_sparse(model)
     arrays = {}
     manifest = {

@@ -63,6 +63,18 @@ def _plain(model):
     return model_ops.strip(model) if model_ops.wrappers(model) else model
 
 
+# Entries of a SavedModel directory; export replaces such a directory, nothing else.
+SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "saved_model.pbtxt", "variables", "assets",
+                                 "assets.extra", "fingerprint.pb", "keras_metadata.pb"})
+
+
+def is_saved_model_dir(path: str) -> bool:
+    """Whether ``path`` is a directory holding a SavedModel and nothing else."""
+    entries = set(os.listdir(path))
+    return bool(entries) and entries <= SAVED_MODEL_ENTRIES and (
+        "saved_model.pb" in entries or "saved_model.pbtxt" in entries)
+
+
 def _write_saved_model(plain, path: str):
     plain.export(path, format="tf_saved_model", verbose=False)
 
@@ -82,13 +94,16 @@ def _write_tflite(plain, path: str, sparse: bool):
 def export(model, path: str, format: str = "keras") -> str:  # noqa: A002
     """Writes a sparse (or plain) Keras 3 model in a deployable format.
 
-    The SparseWrappers are stripped first; masked weights are exact zeros, so the exported
-    model computes the same outputs as ``model``.
+    The SparseWrappers are stripped first (:func:`rigl_tf.strip`; a model compiled with a
+    SparseOptimizer is saved compiled with its inner optimizer); masked weights are exact
+    zeros, so the exported model computes the same outputs as ``model``.
 
     Args:
       model: a Keras 3 Sequential or functional model, with or without SparseWrappers.
       path: destination; a file for 'keras' (must end in '.keras'), 'tflite' and
-        'tflite_sparse', a directory for 'saved_model'. An existing destination is replaced.
+        'tflite_sparse', a directory for 'saved_model'. An existing file, or an earlier
+        SavedModel directory, is replaced; a directory holding other files is refused
+        (nothing in it is removed).
       format: one of 'keras', 'saved_model', 'tflite', 'tflite_sparse'.
 
     Returns:
@@ -96,6 +111,7 @@ def export(model, path: str, format: str = "keras") -> str:  # noqa: A002
 
     Raises:
       ValueError: for an unknown ``format`` or a 'keras' path without the '.keras' suffix.
+      FileExistsError: ``path`` is a directory holding other files.
       TypeError: if ``model`` is not a Keras 3 model.
     """
     check_format(format)
@@ -105,7 +121,8 @@ def export(model, path: str, format: str = "keras") -> str:  # noqa: A002
             f"`path` must end in '.keras' for format='keras', got {path!r}."
         )
     plain = _plain(model)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, owned=is_saved_model_dir if format == "saved_model" else None
+                       ) as tmp:
         if format == "keras":
             keras.saving.save_model(plain, tmp)
         elif format == "saved_model":

@@ -9,25 +9,57 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator, Optional
+
+
+def check_replaceable(path: str, owned: Optional[Callable[[str], bool]] = None,
+                      what: str = "`path`") -> None:
+    """Refuses to replace a directory that holds files this writer did not write.
+
+    A missing path, a file, or an empty directory may be replaced; a non-empty directory
+    only if ``owned(path)`` says it is output of the same kind (e.g. a SavedModel).
+
+    Raises:
+      FileExistsError: naming the directory and some of its files.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        return
+    entries = sorted(os.listdir(path))
+    if not entries or (owned is not None and owned(path)):
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise FileExistsError(
+        f"{what}={path!r} is an existing directory holding other files ({shown}); it is "
+        f"never replaced: give a new file or directory name, e.g. "
+        f"{os.path.join(path, 'output')!r}.")
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
+def atomic_output(path: str, owned: Optional[Callable[[str], bool]] = None
+                  ) -> Iterator[str]:
     """Yields a temporary path next to ``path``; moves it to ``path`` when the block succeeds.
 
     The caller writes a file or a directory at the yielded path. On success it replaces
-    ``path`` (an existing file or directory there is replaced as a whole); if the block
-    raises, the temporary output is removed and ``path`` is untouched.
+    ``path``: an existing file, an empty directory, or a directory that ``owned`` accepts
+    as earlier output of the same writer. A directory holding anything else is refused
+    before the block runs (see :func:`check_replaceable`). If the block raises, the
+    temporary output is removed and ``path`` is untouched.
 
     Args:
       path: the destination file or directory.
+      owned: ``owned(directory) -> bool``: whether an existing non-empty directory at
+        ``path`` was written by this writer and may be replaced as a whole.
 
     Yields:
       The temporary path to write to (same directory and base name suffix as ``path``, so
       writers that check extensions accept it).
+
+    Raises:
+      FileExistsError: ``path`` is a directory holding other files.
     """
     path = os.path.abspath(os.fspath(path))
+    check_replaceable(path, owned)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)

@@ -408,7 +408,6 @@ def test_oneshot_metainit_and_gradient_regularization_run(tmp_path):
 
 
 def test_hessian_mode(tmp_path):
-    pytest.importorskip("rigl_tf.analysis.hessian")
     logdir = str(tmp_path / "h")
     bindings = MLP + ["network.hidden_sizes = (4,)", "training.total_steps = 4",
                       "training.log_freq = 2", "training.save_freq = 2",

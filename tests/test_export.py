@@ -129,14 +129,17 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
 
 
-def test_saved_model_replaces_an_existing_directory(tmp_path):
+def test_saved_model_replaces_an_earlier_saved_model_but_no_other_directory(tmp_path):
     target = tmp_path / "sm"
-    target.mkdir()
-    (target / "stale.txt").write_text("stale")
     export_lib.export(_sparse_model(), target, "saved_model")
-    assert not (target / "stale.txt").exists()
-    assert (target / "saved_model.pb").exists()
+    first = (target / "saved_model.pb").stat().st_ino
+    export_lib.export(_sparse_model(), target, "saved_model")
+    assert (target / "saved_model.pb").stat().st_ino != first  # replaced as a whole
     assert sorted(os.listdir(tmp_path)) == ["sm"]
+    (target / "stale.txt").write_text("user file")  # no longer only a SavedModel
+    with pytest.raises(FileExistsError, match="stale.txt"):
+        export_lib.export(_sparse_model(), target, "saved_model")
+    assert (target / "stale.txt").read_text() == "user file"
 
 
 def test_atomic_output_restores_nothing_when_nothing_written(tmp_path):

@@ -209,3 +209,46 @@ def test_levels_out_of_order_and_unfinished_reads(tmp_path):
         run.metrics(0)
     with pytest.raises(ValueError, match="`levels` must be an int >= 0"):
         run.run(-1)
+
+
+class _AfterStep(keras.callbacks.Callback):
+    """Records the model's weights after exactly ``k`` optimizer steps of the first fit."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k, self.seen, self.weights = k, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.k and self.weights is None:
+            self.weights = {v.path: v.numpy().copy() for v in self.model.weights}
+
+
+def test_pruned_weights_are_lowest_magnitudes_at_every_level(tmp_path):
+    """Global magnitude IMP: level L keeps the round(0.8^L * 1184) largest |w| of level
+    L-1's solution (numpy top-k here), and theta_K is the weights after exactly K steps
+    as seen by a callback."""
+    K = 2
+    recorder = _AfterStep(K)
+    run = IMPRun(_config(scope="global", rewinding="step", rewind_step=K),
+                 run_dir=str(tmp_path), callbacks=[recorder])
+    run.run(2)
+    theta_k = run.read_weights(0, "rewind")
+    assert recorder.weights is not None
+    for path, value in theta_k.items():
+        np.testing.assert_array_equal(value, recorder.weights[path], err_msg=path)
+    # mlp [16] on digits: kernels 64 x 16 and 16 x 10 = 1184 prunable weights.
+    expected_total = {0: 1184, 1: 947, 2: 758}  # round(1184 * 0.8 ** L)
+    for level in (1, 2):
+        prev_w = run.read_weights(level - 1, "solution")
+        prev, new = run.masks(level - 1), run.masks(level)
+        paths = {k: w.path for k, w, _ in rigl_tf.masked_weights(run.model)}
+        assert sum(int(m.sum()) for m in new.values()) == expected_total[level]
+        keys = sorted(new)
+        scores = np.concatenate([np.where(prev[k] > 0, np.abs(prev_w[paths[k]]), -np.inf)
+                                 .reshape(-1) for k in keys])
+        order = np.argsort(-scores, kind="stable")
+        want = np.zeros(scores.size, bool)
+        want[order[:expected_total[level]]] = True
+        got = np.concatenate([new[k].reshape(-1) for k in keys]) > 0
+        np.testing.assert_array_equal(got, want, err_msg=f"level {level}")

@@ -250,21 +250,59 @@ def test_unreferenced_partial_checkpoint_is_ignored(tmp_path):
     _assert_same_state(os.path.join(logdir, "ckpt-6"), os.path.join(ref, "ckpt-6"))
 
 
+def _failing_renames(monkeypatch, names):
+    """Every rename/replace onto a file called one of ``names`` raises OSError, whichever
+    API the package uses (tf.io.gfile, os)."""
+    failures = []
+
+    def wrap(real):
+        def rename(src, dst, *args, **kwargs):
+            if os.path.basename(os.fspath(dst)) in names:
+                failures.append(os.path.basename(os.fspath(dst)))
+                raise OSError(f"injected failure writing {dst}")
+            return real(src, dst, *args, **kwargs)
+        return rename
+
+    monkeypatch.setattr(tf.io.gfile, "rename", wrap(tf.io.gfile.rename))
+    monkeypatch.setattr(os, "replace", wrap(os.replace))
+    monkeypatch.setattr(os, "rename", wrap(os.rename))
+    return failures
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.slow
 def test_results_and_operative_config_are_written_atomically(tmp_path, monkeypatch):
-    path = str(tmp_path / "results.json")
-    train._atomic_write(path, "old")
+    """A write that fails while rigl-train finishes leaves results.json and
+    operative_config.gin exactly as they were (or absent), never half-written."""
+    bindings = TINY + ["training.total_steps = 4", "training.save_freq = 2"]
+    fresh = str(tmp_path / "fresh")
+    with monkeypatch.context() as m:
+        failures = _failing_renames(m, {"operative_config.gin"})
+        with pytest.raises(OSError, match="injected failure"):
+            train.run_experiment([QUICKSTART], bindings, logdir=fresh, verbose=0)
+        assert failures == ["operative_config.gin"]
+    assert not os.path.exists(os.path.join(fresh, "operative_config.gin"))
+    assert not os.path.exists(os.path.join(fresh, "results.json"))
 
-    def broken_rename(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(tf.io.gfile, "rename", broken_rename)
-    with pytest.raises(OSError):
-        train._atomic_write(path, "new contents")
-    with open(path) as f:
-        assert f.read() == "old"  # never half-written
-    source = open(os.path.join(ROOT, "rigl_tf", "experiments", "train.py")).read()
-    assert "_atomic_write(os.path.join(write_dir, OPERATIVE_CONFIG)" in source
-    assert "_atomic_write(os.path.join(logdir, RESULTS)" in source
+    logdir = str(tmp_path / "run")
+    train.run_experiment([QUICKSTART], bindings, logdir=logdir, verbose=0)
+    before = {name: _read(os.path.join(logdir, name))
+              for name in ("results.json", "operative_config.gin")}
+    json.loads(before["results.json"])
+    with monkeypatch.context() as m:
+        failures = _failing_renames(m, {"results.json"})
+        with pytest.raises(OSError, match="injected failure"):
+            # The same run again: it resumes at its last step and rewrites its results.
+            train.run_experiment([QUICKSTART], bindings, logdir=logdir, verbose=0)
+        assert failures == ["results.json"]
+    for name, content in before.items():
+        assert _read(os.path.join(logdir, name)) == content, name
+    leftovers = [f for f in os.listdir(logdir) if f.startswith("results.json")]
+    assert leftovers == ["results.json"], leftovers
 
 
 def test_resumed_data_pipeline_sees_the_same_batches():

@@ -149,12 +149,29 @@ def test_random_mask_deterministic_and_independent():
 
 
 # ----------------------------------------------------------------- initializers
+def _fans_by_hand(mask, in_axes, out_axes):
+    """Sparse fan-in / fan-out of every position from mask sums (independent of I)."""
+    rank = mask.ndim
+    not_out = tuple(a for a in range(rank) if a not in out_axes)
+    not_in = tuple(a for a in range(rank) if a not in in_axes)
+    fan_in = np.broadcast_to(mask.sum(axis=not_out, keepdims=True), mask.shape)
+    fan_out = np.broadcast_to(mask.sum(axis=not_in, keepdims=True), mask.shape)
+    return fan_in, fan_out
+
+
+def _target_std(mask, in_axes, out_axes, method, scale):
+    fan_in, fan_out = _fans_by_hand(mask, in_axes, out_axes)
+    fan = {"fanin": fan_in, "fanout": fan_out, "fanavg": (fan_in + fan_out) / 2.0}[
+        method.split("_")[0]]
+    return np.sqrt(scale / np.maximum(fan, 1))
+
+
 def _check_unit_variance(shape, in_axes, out_axes, density, method, scale):
     n = int(np.prod(shape))
     mask = M.random_mask(shape, int(round(density * n)), seed=7).numpy()
     w = I.unit_scaled(mask, in_axes, out_axes, method, scale, seed=11).numpy()
     assert np.all(w[mask == 0] == 0)
-    target = I.expected_std(mask, in_axes, out_axes, method, scale)
+    target = _target_std(mask, in_axes, out_axes, method, scale)
     z = w[mask == 1] / target[mask == 1]  # standardised: should be ~ unit variance
     # Standard error of a variance estimate from m samples is about sqrt(2/m).
     tol = 5 * math.sqrt(2.0 / z.size) + (0.05 if "uniform" in method else 0.0)
@@ -200,6 +217,65 @@ def test_unit_scaled_defaults_are_glorot_fan_average_uniform():
                       (rigl_tf.sparsify, ("init_method", "init_scale"))):
         params = inspect.signature(inspect.unwrap(fn)).parameters
         assert tuple(params[n].default for n in names) == ("fanavg_uniform", 1.0), fn
+
+
+def _uneven_mask(n_in, n_out, seed):
+    """A mask whose density varies strongly from unit to unit: P(active) = r_i * c_j with
+    the output units' c_j from 0.03 to 1 (fan-in ~ 40 .. 1500 for 1500 inputs)."""
+    rng = np.random.RandomState(seed)
+    r = rng.uniform(0.5, 1.0, n_in)[:, None]
+    c = np.exp(np.linspace(np.log(0.03), 0.0, n_out))[None, :]
+    rng.shuffle(c[0])
+    return (rng.uniform(size=(n_in, n_out)) < r * c).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["fanin_normal", "fanin_uniform", "fanout_normal",
+                                    "fanout_uniform", "fanavg_normal", "fanavg_uniform"])
+def test_unit_scaled_per_unit_fan(method):
+    """Every unit gets variance scale / its own sparse fan (not the layer's average fan):
+    per-unit bound, and no correlation between a unit's fan and its variance ratio."""
+    kind, dist = method.split("_")
+    scale = 1.5
+    mask = _uneven_mask(1500, 48, seed=0)
+    unit_axis = 0 if kind == "fanout" else 1  # fan-out belongs to input units (rows)
+    if kind == "fanout":
+        mask = np.ascontiguousarray(mask.T)  # (48, 1500): 48 input units, varied fan-out
+    w = I.unit_scaled(mask, (0,), (1,), method, scale, seed=3).numpy()
+    assert np.all(w[mask == 0] == 0)
+    fan_in = mask.sum(axis=0)[None, :]  # per output unit (column)
+    fan_out = mask.sum(axis=1)[:, None]  # per input unit (row)
+    fan = {"fanin": fan_in + 0 * mask, "fanout": fan_out + 0 * mask,
+           "fanavg": (fan_in + fan_out) / 2.0}[kind]
+    expected_var = scale / fan
+    if dist == "uniform":  # U(-a, a) with a = sqrt(3 * scale / fan): a hard bound
+        assert np.all(np.abs(w) <= np.sqrt(3.0 * expected_var) * (1 + 1e-6))
+    active = mask > 0
+    n = active.sum(axis=1 - unit_axis)  # active weights of each unit
+    assert n.min() >= 25 and n.max() / n.min() > 15  # the fans really vary a lot
+    ratio = (np.where(active, w**2 / expected_var, 0.0).sum(axis=1 - unit_axis)) / n
+    # Relative standard deviation of a mean of n squared draws: sqrt(2/n) for normal,
+    # sqrt(4/5)/sqrt(n) for uniform; 5 of them as the per-unit bound.
+    rel_sd = (math.sqrt(2.0) if dist == "normal" else math.sqrt(0.8)) / np.sqrt(n)
+    assert np.all(np.abs(ratio - 1.0) < 5 * rel_sd), (ratio.min(), ratio.max())
+    unit_fan = fan_in[0] if kind != "fanout" else fan_out[:, 0]
+    corr = np.corrcoef(np.log(unit_fan), np.log(ratio))[0, 1]
+    assert abs(corr) < 0.45, corr
+
+
+def test_unit_scaled_defaults_by_hand():
+    """Defaults as in the reference (fanavg_uniform, scale 1): a regular mask with fan-in
+    a = 100 per output unit and fan-out b = 50 per input unit has Var(w) = 1 / 75, i.e.
+    U(-a, a) with a = sqrt(3 / 75) = 0.2 and std 0.11547."""
+    n_in, n_out, a = 400, 200, 100
+    mask = np.zeros((n_in, n_out), np.float32)
+    for j in range(n_out):  # column j covers rows 2j .. 2j+99 (mod 400)
+        mask[(2 * j + np.arange(a)) % n_in, j] = 1.0
+    assert set(mask.sum(0)) == {100.0} and set(mask.sum(1)) == {50.0}
+    w = I.unit_scaled(mask, (0,), (1,), seed=0).numpy()
+    active = w[mask == 1]
+    assert np.abs(active).max() <= 0.2 * (1 + 1e-6)
+    assert np.abs(active).max() > 0.199
+    assert np.std(active) == pytest.approx(0.11547, rel=0.03)
 
 
 def test_fans_depthwise_and_transpose():

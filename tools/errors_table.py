@@ -3,6 +3,8 @@
     python tools/errors_table.py > /tmp/errors.md   # then paste into README.md
 """
 
+import contextlib
+import io
 import os
 import sys
 
@@ -18,7 +20,9 @@ def main():
     print("| --- | --- | --- | --- |")
     for area, what, call, exc, _ in CATALOGUE:
         try:
-            call()
+            # A row's own output (e.g. a training log line) must not land inside the table.
+            with contextlib.redirect_stdout(io.StringIO()):
+                call()
             message, name = "(no error raised!)", "-"
         except (Exception, SystemExit) as e:  # the catalogue's point is to show them
             message, name = str(e), type(e).__name__

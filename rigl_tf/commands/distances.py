@@ -54,7 +54,7 @@ def _main(argv):
         raise runs.ToolError(f"--groups: has {len(groups)} names; expected "
                              f"{len(args.checkpoint)}, one per --checkpoint.")
     js = os.path.join(args.out_dir, "distances.json")
-    if runs.existing([js], args.overwrite):
+    if runs.existing([js], args.overwrite, args):
         runs.load_json(js, "--out_dir", ("labels",) + tuple(metrics))
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return

@@ -117,7 +117,8 @@ def _main(argv):
     for label, logdir in _parse_runs(args.logdir):
         run = runs.load_run(logdir, "--logdir")
         path = os.path.join(args.out_dir, runs.safe_name(label) + ".json")
-        if runs.existing([path], args.overwrite):
+        if runs.existing([path], args.overwrite,
+                         runs.request_of(args, logdir=logdir, label=label)):
             results[label] = runs.load_json(path, "--out_dir", KEYS)
             print(f"{label}: {path} exists, skipped (use --overwrite to recompute).")
             continue

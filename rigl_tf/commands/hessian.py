@@ -160,7 +160,8 @@ def _main(argv):
     for label, run, prefix in targets:  # read existing results first: bad ones fail early
         base = os.path.join(args.out_dir, runs.safe_name(label))
         npy, js = base + suffix, base + ".json"
-        if runs.existing([npy, js], args.overwrite):
+        if runs.existing([npy, js], args.overwrite,
+                         runs.request_of(args, label=label, prefix=prefix)):
             runs.load_json(js, "--out_dir", SUMMARY_KEYS)
             spectra[label] = runs.load_npy(npy, "--out_dir")
             print(f"{label}: {npy} exists, skipped (use --overwrite to recompute).")

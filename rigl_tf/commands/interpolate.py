@@ -109,7 +109,7 @@ def _main(argv):
     name = args.name or mode
     js = os.path.join(args.out_dir, runs.safe_name(name) + ".json")
     png = os.path.join(args.out_dir, runs.safe_name(name) + ".png")
-    if runs.existing([js, png], args.overwrite):
+    if runs.existing([js, png], args.overwrite, args):
         runs.load_json(js, "--out_dir")
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return

@@ -71,7 +71,8 @@ def _main(argv):
                                  f"{', '.join(known[:30])}{' ...' if len(known) > 30 else ''}.")
     for tag in args.tag:
         stem = os.path.join(args.out_dir, runs.safe_name(tag.replace("/", "__")))
-        if runs.existing([stem + ".png", stem + ".json"], args.overwrite):
+        if runs.existing([stem + ".png", stem + ".json"], args.overwrite,
+                         runs.request_of(args, tag=tag)):
             print(f"{stem}.png exists, skipped (use --overwrite to redraw).")
             continue
         curves = {label: series[tag] for label, series in scalars.items()}

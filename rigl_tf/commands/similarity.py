@@ -76,7 +76,7 @@ def _main(argv):
         short = [k for k, v in methods.items() if len(v) < 2]
         raise runs.ToolError(f"--method: {short} have one model; without --reference every "
                              "method needs at least 2.")
-    if runs.existing([args.out], args.overwrite):
+    if runs.existing([args.out], args.overwrite, args, name="--out"):
         data = runs.load_json(args.out, "--out", ("rows", "table"))
         print(data["table"])
         print(f"{args.out} exists, skipped (use --overwrite to recompute).")

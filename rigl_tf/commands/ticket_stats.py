@@ -143,7 +143,7 @@ def _main(argv):
         raise runs.ToolError(f"--p: must be in (0, 1]; got {args.p}.")
     name = args.name or mode
     js = os.path.join(args.out_dir, runs.safe_name(name) + ".json")
-    if runs.existing([js], args.overwrite):
+    if runs.existing([js], args.overwrite, args):
         runs.load_json(js, "--out_dir")
         print(f"{js} exists, skipped (use --overwrite to recompute).")
         return

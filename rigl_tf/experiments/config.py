@@ -44,10 +44,40 @@ WEIGHT_INIT_METHODS = (None, "unit_scaled", "layer_scaled")
 NONFINITE_POLICIES = ("stop", "skip")
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
-# Repository checkout: <repo>/rigl_tf/experiments/config.py -> <repo>/configs.
-CONFIGS_DIR = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs")
-)
+def _configs_dir() -> str:
+    """The shipped gin configs: ``rigl_tf/configs`` when installed (setup.py packages the
+    repository's ``configs/`` there), else ``<checkout>/configs`` (checkout, editable)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.abspath(os.path.join(here, os.pardir, "configs"))
+    checkout = os.path.abspath(os.path.join(here, os.pardir, os.pardir, "configs"))
+    return installed if os.path.isdir(installed) else checkout
+
+
+CONFIGS_DIR = _configs_dir()
+
+
+def resolve_config(path: str) -> str:
+    """The gin file ``path`` names: a user's path if it exists, else a shipped config.
+
+    A shipped config is named relative to the configs directory, from any working
+    directory: ``mnist_lenet5/rigl.gin``, or ``configs/mnist_lenet5/rigl.gin`` as in a
+    checkout.
+
+    Raises:
+      FileNotFoundError: naming ``path`` and where shipped configs are looked up.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path):
+        return path
+    name = path.replace(os.sep, "/")
+    for candidate in (name, name[len("configs/"):] if name.startswith("configs/") else None):
+        if candidate and not os.path.isabs(candidate):
+            shipped = os.path.join(CONFIGS_DIR, *candidate.split("/"))
+            if os.path.isfile(shipped):
+                return shipped
+    raise FileNotFoundError(
+        f"gin config file {path!r} does not exist (neither as a path nor as a shipped "
+        f"config under {CONFIGS_DIR!r}, e.g. 'mnist_lenet5/rigl.gin').")
 
 
 # --------------------------------------------------------------------------- validation
@@ -836,7 +866,8 @@ def parse(config_files: Sequence[str] = (), bindings: Sequence[str] = (),
           preload: Optional[str] = None):
     """Clears gin and parses (preload, then config files, then bindings).
 
-    ``include`` paths are resolved against the repository's ``configs/`` directory, the
+    Config files are paths or names of shipped configs (:func:`resolve_config`).
+    ``include`` paths are resolved against the shipped configs directory, the
     directory of each config file and its parent, and the working directory.
 
     Args:
@@ -852,10 +883,10 @@ def parse(config_files: Sequence[str] = (), bindings: Sequence[str] = (),
     gin.clear_config()
     if os.path.isdir(CONFIGS_DIR):
         add_search_path(CONFIGS_DIR)
-    files = ([preload] if preload else []) + list(config_files)
+    if preload and not os.path.exists(preload):
+        raise FileNotFoundError(f"gin config file {preload!r} does not exist.")
+    files = ([preload] if preload else []) + [resolve_config(f) for f in config_files]
     for f in files:
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"gin config file {f!r} does not exist.")
         here = os.path.dirname(os.path.abspath(f))
         add_search_path(here)
         add_search_path(os.path.dirname(here))

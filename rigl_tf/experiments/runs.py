@@ -290,7 +290,9 @@ def read_scalars(logdir, name="--logdir"):
     """Scalar summaries of a logdir: ``{tag: (steps, values)}`` (sorted by step).
 
     Reads every event file under ``logdir/summaries`` (or ``logdir`` itself if it has no
-    ``summaries/``); for a repeated (tag, step) the last value wins.
+    ``summaries/``); for a repeated (tag, step) the last value wins. A damaged event file
+    (e.g. truncated by a killed writer) contributes every record before the damage; the
+    damage is reported on stderr.
 
     Raises:
       ToolError: if there are no event files.
@@ -307,8 +309,10 @@ def read_scalars(logdir, name="--logdir"):
         raise ToolError(f"{name}: {logdir!r} has no event files (summaries/events.out.tfevents.*).")
     series = {}
     for path in files:
+        count = 0
         try:
             for record in tf.data.TFRecordDataset(path):
+                count += 1
                 event = event_pb2.Event.FromString(record.numpy())
                 if not event.HasField("summary"):
                     continue
@@ -324,12 +328,22 @@ def read_scalars(logdir, name="--logdir"):
                     else:
                         continue
                     series.setdefault(value.tag, {})[int(event.step)] = number
-        except tf.errors.DataLossError:
-            raise ToolError(f"{name}: event file {path!r} is corrupt.") from None
+        except (tf.errors.DataLossError, _decode_error()) as e:
+            # A killed writer leaves a truncated last record: keep everything before it.
+            print(f"warning: event file {path!r} is damaged after record {count} "
+                  f"({type(e).__name__}); using the {count} intact records before it.",
+                  file=sys.stderr)
     return {
         tag: (np.array(sorted(v)), np.array([v[s] for s in sorted(v)]))
         for tag, v in sorted(series.items())
     }
+
+
+def _decode_error():
+    """Exceptions of a record that is complete but not a valid Event protocol buffer."""
+    from google.protobuf.message import DecodeError
+
+    return DecodeError
 
 
 # --------------------------------------------------------------------------- files
@@ -432,9 +446,179 @@ def safe_name(label):
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(label)).strip("_") or "run"
 
 
-def existing(paths, overwrite):
-    """Whether every path exists and ``overwrite`` is off (the result can be skipped)."""
-    return not overwrite and all(os.path.exists(p) for p in paths)
+# Arguments that name where results go or how they are printed, not what they are.
+_NOT_INPUTS = ("out_dir", "out", "name", "overwrite", "debug", "digits", "logy")
+_pending = []  # (paths, request) of results computed in this process, recorded on success
+_claims = None  # contextlib.ExitStack holding the output-directory locks (see tool_main)
+
+
+def _fingerprint_path(path):
+    """(size, mtime) of a file, of a checkpoint's files, or of a directory's top files."""
+    def stat(p):
+        st = os.stat(p)
+        return [os.path.basename(p), st.st_size, st.st_mtime_ns]
+
+    if os.path.isfile(path):
+        return [stat(path)]
+    if os.path.isdir(path):
+        return [stat(os.path.join(path, n)) for n in sorted(os.listdir(path))
+                if not n.startswith(".") and os.path.isfile(os.path.join(path, n))]
+    if os.path.exists(path + ".index"):
+        return [stat(p) for p in sorted(glob.glob(glob.escape(path) + ".*"))]
+    return None
+
+
+def _fingerprints(value, out):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _fingerprints(v, out)
+        return
+    if not isinstance(value, str) or not value:
+        return
+    for token in re.split(r"[,=]", value):
+        for candidate in (token, re.sub(r":-?\d+$", "", token)):
+            if candidate and candidate not in out:
+                fp = _fingerprint_path(candidate)
+                if fp is not None:
+                    out[os.path.abspath(candidate)] = fp
+                    break
+
+
+def request_of(args, **extra):
+    """What produced a result: the tool's parameters and the state of its input files.
+
+    Args:
+      args: the parsed ``argparse`` namespace (or a dict); output-location and display
+        options are left out.
+      **extra: further parameters (e.g. the one run a per-run output comes from).
+
+    Returns:
+      A JSON-able dict ``{"parameters": {...}, "inputs": {path: [[file, size, mtime]]}}``.
+    """
+    params = dict(vars(args) if not isinstance(args, dict) else args)
+    params.update(extra)
+    params = {k: v for k, v in sorted(params.items()) if k not in _NOT_INPUTS}
+    inputs = {}
+    _fingerprints(list(params.values()), inputs)
+    return json.loads(json.dumps({"parameters": params, "inputs": inputs}, default=str))
+
+
+def manifest_path(paths):
+    """The sidecar recording the request that produced ``paths``."""
+    return f"{paths[0]}.inputs.json"
+
+
+def _difference(old, new):
+    diffs = []
+    for section in ("parameters", "inputs"):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                if section == "parameters":
+                    diffs.append(f"--{key}: {a.get(key, '<unset>')!r} -> "
+                                 f"{b.get(key, '<unset>')!r}")
+                else:
+                    diffs.append(f"input {key} changed")
+    return "; ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+
+
+def claim_output(directory, name="--out_dir"):
+    """Makes ``directory``, checks it is writable and locks it for this process.
+
+    Called before any computation, so a file or read-only path fails at once.
+
+    Raises:
+      ToolError: ``directory`` is a file or not writable; DirectoryLockedError if another
+        process writes there.
+    """
+    import contextlib
+    import tempfile
+
+    from rigl_tf import locking
+
+    global _claims
+    directory = os.path.abspath(directory or ".")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ToolError(f"{name}: {directory!r} is a file; give a directory for the outputs.")
+    if _claims is None:
+        _claims = contextlib.ExitStack()
+    if directory in getattr(_claims, "_rigl_dirs", set()):
+        return
+    created = not os.path.isdir(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
+            pass
+    except OSError as e:
+        raise ToolError(f"{name}: cannot write to {directory!r} ({e.strerror or e}).") from None
+    finally:
+        if created and os.path.isdir(directory):  # removed again if nothing is written
+            _claims.callback(_remove_if_empty, directory)
+    _claims.enter_context(locking.exclusive(directory, name))
+    _claims._rigl_dirs = getattr(_claims, "_rigl_dirs", set()) | {directory}
+
+
+def _remove_if_empty(directory):
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+
+
+def existing(paths, overwrite, request=None, name="--out_dir"):
+    """Whether the result ``paths`` can be reused (else the caller computes it).
+
+    The output directory is claimed first (:func:`claim_output`). A result is reused only
+    if every path exists, ``overwrite`` is off, and its sidecar (:func:`manifest_path`)
+    records the same ``request`` (see :func:`request_of`); a result of another request is
+    recomputed, saying what differs. The sidecar of a computed result is written when the
+    tool finishes successfully.
+
+    Args:
+      paths: the output files of one result.
+      overwrite: recompute regardless.
+      request: the parsed arguments (or :func:`request_of`'s dict); None: no check.
+      name: the output parameter, for messages.
+
+    Raises:
+      ToolError: an output path is a directory, or the output directory is not writable.
+    """
+    for path in paths:
+        if os.path.isdir(path):
+            raise ToolError(f"{name}: {path!r} is a directory; give a file path for the "
+                            "output (nothing in that directory is replaced).")
+    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+        claim_output(directory, name)
+    if request is not None and not (isinstance(request, dict) and "parameters" in request):
+        request = request_of(request)
+    if request is not None:
+        _pending.append((list(paths), request))
+    if overwrite or not all(os.path.exists(p) for p in paths):
+        return False
+    if request is None:
+        return True
+    sidecar = manifest_path(paths)
+    try:
+        with open(sidecar) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        print(f"{paths[0]}: no record of the inputs that produced it; recomputing.")
+        return False
+    if recorded != request:
+        print(f"{paths[0]} was computed for other inputs ({_difference(recorded, request)}); "
+              "recomputing.")
+        return False
+    _pending.pop()
+    return True
+
+
+def _record_pending():
+    from rigl_tf.files import write_json
+
+    while _pending:
+        paths, request = _pending.pop(0)
+        if all(os.path.exists(p) for p in paths):
+            write_json(manifest_path(paths), request)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -447,6 +631,13 @@ def make_parser(description):
     class Parser(argparse.ArgumentParser):
         def error(self, message):
             raise ToolError(f"{self.prog}: {message}")
+
+        def parse_args(self, *args, **kwargs):
+            parsed = super().parse_args(*args, **kwargs)
+            from rigl_tf.commands import _cli
+
+            _cli.import_tensorflow()  # after parsing: --help and usage errors stay fast
+            return parsed
 
     return Parser(description=description)
 
@@ -461,10 +652,29 @@ def tool_main(run_fn, argv=None):
     Returns:
       0 on success, 2 on bad input.
     """
+    global _claims
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    del _pending[:]
     try:
         run_fn(argv)
+        _record_pending()
     except ToolError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 (one line on the command line; --debug: traceback)
+        if debug:
+            raise
+        from rigl_tf.errors import message
+
+        print(f"error: {message(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2 if isinstance(e, (ValueError, TypeError, OSError)) else 1
+    finally:
+        del _pending[:]
+        if _claims is not None:
+            _claims.close()
+            _claims = None
     return 0

@@ -41,11 +41,13 @@ state file (rewritten atomically) names them, so a partial checkpoint is never r
 and the text files are written to a temporary name and renamed.
 """
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags, logging
 
@@ -56,6 +58,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import rigl_tf  # noqa: E402
+from rigl_tf import locking  # noqa: E402
 from rigl_tf.experiments import config as config_lib  # noqa: E402
 from rigl_tf.experiments import datasets  # noqa: E402
 from rigl_tf.experiments import distributed  # noqa: E402
@@ -65,26 +68,14 @@ from rigl_tf.keras import callbacks as callbacks_lib  # noqa: E402
 from rigl_tf.keras import oneshot  # noqa: E402
 from rigl_tf.keras.wrapper import get_mask  # noqa: E402
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-MODES = ("train_eval", "hessian")
 OPERATIVE_CONFIG = "operative_config.gin"
 RESULTS = "results.json"
 CKPT_NAME = "ckpt"
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_config", [], "Gin config files (later ones override).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'training.total_steps=100'.")
-flags.DEFINE_string("preload_gin_config", None,
-                    "A gin file read before --gin_config and --gin_bindings, e.g. another "
-                    "run's operative_config.gin.")
-flags.DEFINE_string("logdir", "/tmp/rigl_tf", "Directory of checkpoints, summaries, results.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization, masks, data order and updates.")
-flags.DEFINE_enum("mode", "train_eval", MODES, "What to run.")
-flags.DEFINE_string("strategy", "default",
-                    f"tf.distribute strategy: one of {', '.join(STRATEGIES)}.")
-flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('' or 'local' for local).")
-flags.DEFINE_bool("overwrite", False, "Delete a logdir holding a different run.")
-flags.DEFINE_bool("dry_run", False, "Build everything gin names, print a summary, no training.")
+# The command-line flags live in a module without TensorFlow, so `rigl-train --help`
+# answers before TensorFlow is imported (see rigl_tf/commands/train.py).
+from rigl_tf.experiments.train_flags import (  # noqa: E402,F401
+    FLAGS, MODES, STRATEGIES, progress_verbosity)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -199,6 +190,84 @@ def resolve_checkpoint(path: str, name: str) -> str:
             f"prefix like LOGDIR/ckpt-500, or LOGDIR:500)."
         )
     return prefix
+
+
+def checkpoint_steps(directory: str) -> List[int]:
+    """Steps of the ``ckpt-<step>`` checkpoints whose index file is in ``directory``."""
+    steps = []
+    for path in tf.io.gfile.glob(os.path.join(directory, f"{CKPT_NAME}-*.index")):
+        tail = os.path.basename(path)[len(CKPT_NAME) + 1:-len(".index")]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps)
+
+
+def checkpoint_damage(prefix: str) -> Optional[str]:
+    """Why the checkpoint ``prefix`` does not read back intact (None if every tensor reads)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except Exception as e:  # noqa: BLE001 (truncated files raise many different types)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".strip()
+    return None
+
+
+def find_resume_checkpoint(logdir: str, log=print, repair: bool = True) -> Optional[str]:
+    """The checkpoint a run in ``logdir`` resumes from, verified by reading it back.
+
+    With a valid ``checkpoint`` state file, its latest checkpoint is used (newer files it
+    does not name were interrupted writes); if that checkpoint is damaged, the newest
+    older intact one is. If checkpoints exist but the state file is missing, unreadable
+    or names a missing checkpoint, the newest intact ``ckpt-<step>`` is used, the choice
+    is reported, and the state file is rewritten to name it. Damaged checkpoints are
+    reported by path and skipped (never deleted).
+
+    Returns:
+      A checkpoint prefix, or None if ``logdir`` holds no checkpoint.
+
+    Raises:
+      ValueError: checkpoints exist but none reads back intact.
+    """
+    steps = checkpoint_steps(logdir)
+    state_path = os.path.join(logdir, "checkpoint")
+    state = None
+    if tf.io.gfile.exists(state_path):
+        try:
+            state = tf.train.get_checkpoint_state(logdir)
+        except Exception:  # noqa: BLE001 (garbage state file)
+            state = None
+    named = None
+    if state is not None and state.model_checkpoint_path:
+        named = os.path.basename(state.model_checkpoint_path)
+        tail = named[len(CKPT_NAME) + 1:] if named.startswith(f"{CKPT_NAME}-") else ""
+        named = int(tail) if tail.isdigit() and int(tail) in steps else None
+    if not steps:
+        return None
+    trusted = named is not None
+    if not trusted:
+        why = ("is missing" if not tf.io.gfile.exists(state_path) else
+               "is unreadable" if state is None else "names a checkpoint that does not exist")
+        log(f"The checkpoint state file {state_path} {why}; looking for the newest intact "
+            f"checkpoint among {len(steps)} on disk.")
+    candidates = [s for s in reversed(steps) if not trusted or s <= named]
+    damaged = []
+    for step in candidates:
+        prefix = os.path.join(logdir, f"{CKPT_NAME}-{step}")
+        why = checkpoint_damage(prefix)
+        if why is None:
+            if damaged or not trusted:
+                log(f"Resuming from {prefix} (newest intact checkpoint).")
+            if not trusted and repair:
+                tf.compat.v1.train.update_checkpoint_state(
+                    logdir, prefix, all_model_checkpoint_paths=[
+                        os.path.join(logdir, f"{CKPT_NAME}-{s}") for s in steps if s <= step])
+            return prefix
+        damaged.append(prefix)
+        log(f"Checkpoint {prefix} is damaged ({why}); skipped.")
+    raise ValueError(
+        f"`--logdir`={logdir!r}: no checkpoint reads back intact (damaged: "
+        f"{', '.join(damaged)}). Move them away, or pass --overwrite to start over.")
 
 
 def _list_length(prefix: str, attr: str) -> Optional[int]:
@@ -535,15 +604,111 @@ def _all_finite(model) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
+def _warn(message: str):
+    """Always shown (also with verbose=0): resume decisions the user must know about."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _atomic_write(path: str, text: str):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):  # our own temporary file only
+            tf.io.gfile.remove(tmp)
+        raise
 
 
 def _config_text(seed: int) -> str:
     return f"# rigl-train seed = {seed}\n" + config_lib.operative_config()
+
+
+def check_logdir_path(logdir) -> str:
+    """Refuses an empty, root or home-directory logdir (``--overwrite`` could empty it)."""
+    if not isinstance(logdir, (str, os.PathLike)) or not os.fspath(logdir).strip():
+        raise ValueError(f"`--logdir` must name a directory for this run, got {logdir!r}.")
+    logdir = os.fspath(logdir)
+    if not locking.is_remote(logdir):
+        real = os.path.realpath(os.path.expanduser(logdir))
+        forbidden = {os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)}
+        if real in forbidden or os.path.dirname(real) == real:
+            raise ValueError(
+                f"`--logdir`={logdir!r} is the file-system root or the home directory; give "
+                f"a directory of its own for this run, e.g. {os.path.join(real, 'rigl_run')!r}.")
+    return logdir
+
+
+@contextlib.contextmanager
+def _lock(logdir, dist, mode, dry_run):
+    """Owns the directory this process writes (logdir, worker dir, or logdir/hessian)."""
+    if dry_run:
+        yield
+        return
+    directory = os.path.join(logdir, "hessian") if mode == "hessian" else \
+        _worker_dir(logdir, dist)
+    with locking.exclusive(directory, "`--logdir`"):
+        yield
+
+
+# Files rigl-train writes in a logdir (relative paths; `*` stays within one path
+# segment). --overwrite deletes these only; OWNED_DIRS are deleted as a whole.
+OWNED_FILES = (OPERATIVE_CONFIG, RESULTS, "checkpoint", f"{CKPT_NAME}-*.index",
+               f"{CKPT_NAME}-*.data-*", "*.tmp-*", "summaries/events.out.tfevents.*",
+               "mask_updates/*/checkpoint", f"mask_updates/*/{CKPT_NAME}-*",
+               "hessian/*.eigvals.npy", "hessian/*.tmp-*", locking.LOCK_NAME)
+OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp")
+
+
+def _matches(rel: str, patterns) -> bool:
+    import fnmatch
+
+    return any(rel.count("/") == p.count("/") and fnmatch.fnmatchcase(rel, p)
+               for p in patterns)
+
+
+def owned_paths(logdir: str) -> Tuple[List[str], List[str]]:
+    """Splits everything under ``logdir`` into (paths rigl-train wrote, other files).
+
+    Ours: files matching :data:`OWNED_FILES` and directories matching
+    :data:`OWNED_DIRS` (relative to ``logdir``). Other files are everything else.
+    """
+    ours, others, owned_dirs = [], [], []
+    for root, dirs, files in tf.io.gfile.walk(logdir):
+        rel_root = os.path.relpath(root, logdir).replace(os.sep, "/")
+        rel_root = "" if rel_root == "." else rel_root + "/"
+        if any(rel_root.startswith(d + "/") for d in owned_dirs):
+            continue
+        for name in dirs:
+            if _matches(rel_root + name.rstrip("/"), OWNED_DIRS):
+                owned_dirs.append(rel_root + name.rstrip("/"))
+                ours.append(os.path.join(root, name.rstrip("/")))
+        for name in files:
+            target = ours if _matches(rel_root + name, OWNED_FILES) else others
+            target.append(os.path.join(root, name))
+    return ours, others
+
+
+def _delete_owned(logdir: str, log=print) -> List[str]:
+    """--overwrite: deletes the files rigl-train wrote in ``logdir``; keeps all others."""
+    ours, others = owned_paths(logdir)
+    for path in ours:
+        if os.path.basename(path) == locking.LOCK_NAME:
+            continue  # held by this process
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    for sub in ("summaries", "mask_updates/before", "mask_updates/after", "mask_updates",
+                "hessian"):
+        d = os.path.join(logdir, sub)
+        if tf.io.gfile.isdir(d) and not tf.io.gfile.listdir(d):
+            tf.io.gfile.rmtree(d)
+    log(f"--overwrite: deleted {len(ours)} files rigl-train wrote in {logdir}"
+        + (f"; kept {len(others)} other files: {', '.join(sorted(others)[:10])}" if others
+           else "") + ".")
+    return others
 
 
 def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
@@ -553,7 +718,8 @@ def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
     """
     path = os.path.join(logdir, OPERATIVE_CONFIG)
     has_config = tf.io.gfile.exists(path)
-    has_ckpt = tf.io.gfile.exists(os.path.join(logdir, "checkpoint"))
+    has_ckpt = tf.io.gfile.exists(os.path.join(logdir, "checkpoint")) or bool(
+        checkpoint_steps(logdir))
     if not (has_config or has_ckpt):
         return
     existing = ""
@@ -561,8 +727,7 @@ def _check_logdir(logdir: str, text: str, overwrite: bool, log=print):
         with tf.io.gfile.GFile(path) as f:
             existing = f.read()
     if overwrite:
-        log(f"--overwrite: deleting the run in {logdir}.")
-        tf.io.gfile.rmtree(logdir)
+        _delete_owned(logdir, log=_warn)
         return
     if existing == text:
         return
@@ -609,12 +774,32 @@ def fixed_batch(spec, split, size, seed, info):
                                     data_dir=d.data_dir, **kwargs)
 
 
+def parameter_counts(model) -> str:
+    """``params=P prunable=Q active=A (density D)`` of a (sparse) model.
+
+    ``params`` counts every weight of the network (trainable or not, e.g. BatchNorm
+    statistics) once, but not the masks; ``prunable`` the entries of the masked weights;
+    ``active`` their mask ones.
+    """
+    triples = rigl_tf.masked_weights(model)
+    mask_ids = {id(m) for _, _, m in triples}
+    seen, params = set(), 0
+    for w in model.weights:
+        if id(w) not in mask_ids and id(w) not in seen:
+            seen.add(id(w))
+            params += int(np.prod(w.shape))
+    prunable = sum(int(np.prod(w.shape)) for _, w, _ in triples)
+    active = sum(int(np.sum(keras.ops.convert_to_numpy(m))) for _, _, m in triples)
+    density = f" (density {active / prunable:.4f})" if prunable else ""
+    return f"params={params} prunable={prunable} active={active}{density}"
+
+
 def _summary(spec, info, model, optimizer, strategy) -> str:
     report = rigl_tf.sparsity_report(model)
     lines = [
         f"dataset: {info.name} input_shape={info.input_shape} classes={info.num_classes} "
         f"examples={info.num_examples}",
-        f"network: {spec.network.network_name} params={model.count_params()} "
+        f"network: {spec.network.network_name} {parameter_counts(model)} "
         f"kernel_params={models.count_params(model)}",
         f"optimizer: {spec.optimizer.name} lr={spec.optimizer.learning_rate} "
         f"schedule={spec.optimizer.schedule} warmup={spec.optimizer.warmup_steps}",
@@ -667,6 +852,7 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
                          f"{', '.join(STRATEGIES)}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`--seed` must be an integer >= 0, got {seed!r}.")
+    check_logdir_path(logdir)
     start_time = time.time()
     config_lib.parse(gin_config, gin_bindings, preload_gin_config)
     spec = config_lib.resolve()
@@ -687,8 +873,9 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(t.mixed_precision)
     try:
-        return _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
-                    dry_run, verbose, extra_callbacks, start_time)
+        with _lock(logdir, dist, mode, dry_run):
+            return _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
+                        dry_run, verbose, extra_callbacks, start_time)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -715,7 +902,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     # a partially written checkpoint is never named in the `checkpoint` state file, which
     # tf.train.CheckpointManager rewrites atomically after the checkpoint's files.
     manager_probe = None if dry_run or (overwrite and not chief) else \
-        tf.train.latest_checkpoint(logdir)
+        find_resume_checkpoint(logdir, log=_warn, repair=chief)
     resuming = manager_probe is not None
 
     def batch_fn():
@@ -800,11 +987,25 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
                                    t.total_steps, t.log_freq, cbs, validation_data=test_ds,
                                    log=log if verbose else None)
         else:
-            initial_epoch = start_step // t.log_freq
-            model.fit(train_ds, epochs=initial_epoch + math.ceil(remaining / t.log_freq),
-                      initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
-                      validation_data=test_ds, callbacks=cbs, verbose=verbose,
-                      shuffle=False)
+            # Epochs end at multiples of log_freq (evaluation and epoch summaries). A run
+            # resumed off that grid first trains up to the next multiple (then continues
+            # on a fresh iterator of the same, deterministic, data order).
+            at, left = start_step, remaining
+            head = min(-at % t.log_freq, left)
+            if head:
+                model.fit(train_ds, epochs=at // t.log_freq + 1,
+                          initial_epoch=at // t.log_freq, steps_per_epoch=head,
+                          validation_data=test_ds, callbacks=cbs, verbose=verbose,
+                          shuffle=False)
+                at += head
+                left -= head
+                train_ds = _train_dataset(spec, seed, at)
+            if left > 0 and not model.stop_training and nan_guard.failed_step is None:
+                initial_epoch = at // t.log_freq
+                model.fit(train_ds, epochs=initial_epoch + math.ceil(left / t.log_freq),
+                          initial_epoch=initial_epoch, steps_per_epoch=t.log_freq,
+                          validation_data=test_ds, callbacks=cbs, verbose=verbose,
+                          shuffle=False)
     if nan_guard.failed_step is not None:
         last = manager.latest_checkpoint
         raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.")
@@ -965,16 +1166,23 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # TF's INFO logs (checkpoint sharding...) are noise
         logging.set_verbosity(logging.WARNING)
-    run_experiment(
+    from rigl_tf.errors import report_errors
+
+    code = report_errors("rigl-train", lambda: run_experiment(
         gin_config=FLAGS.gin_config, gin_bindings=FLAGS.gin_bindings,
         preload_gin_config=FLAGS.preload_gin_config, logdir=FLAGS.logdir, seed=FLAGS.seed,
         mode=FLAGS.mode, strategy=FLAGS.strategy, tpu=FLAGS.tpu, overwrite=FLAGS.overwrite,
-        dry_run=FLAGS.dry_run)
+        dry_run=FLAGS.dry_run, verbose=progress_verbosity(FLAGS.progress)),
+        debug=FLAGS.debug)
+    if code:
+        sys.exit(code)
 
 
 def run():
-    """Console-script entry point (``rigl-train``)."""
-    app.run(main)
+    """Console-script entry point (``rigl-train``; see rigl_tf/commands/train.py)."""
+    from rigl_tf.commands import train as command
+
+    command.run()
 
 
 if __name__ == "__main__":

@@ -383,7 +383,20 @@ def strip(model):
     """Returns a plain Keras model with the same architecture and weights, wrappers removed.
 
     The masked weights are already exact zeros, so the stripped model's outputs are
-    identical to the sparse model's.
+    identical to the sparse model's. ``model`` itself is not changed.
+
+    Compilation: an uncompiled ``model`` gives an uncompiled copy. A compiled one gives a
+    copy compiled with the same loss, metrics and other compile arguments; its optimizer
+    is a fresh instance of the same configuration (fresh slots, step 0), and where
+    ``model`` was compiled with a :class:`rigl_tf.SparseOptimizer` (or another wrapper
+    with an ``inner_optimizer``) it is the *inner* optimizer, e.g. the plain SGD: a
+    stripped model has no masks for a sparse optimizer to update.
+
+    Args:
+      model: a Keras 3 Sequential or functional model.
+
+    Returns:
+      The plain model.
     """
     check_keras3_model(model)
     pairs = []
@@ -394,10 +407,24 @@ def strip(model):
         pairs.append((source, new))
         return new
 
-    plain = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    compile_config = model.get_compile_config() if model.compiled else None
+    # clone_model re-compiles the clone from the compile config, which would build a
+    # SparseOptimizer on a model without masks; clone uncompiled and compile below.
+    model.compiled = False
+    try:
+        plain = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    finally:
+        model.compiled = compile_config is not None
     for old, new in pairs:
         if old.weights:
             new.set_weights(old.get_weights())
+    if compile_config is not None:
+        optimizer = model.optimizer
+        while hasattr(optimizer, "inner_optimizer"):
+            optimizer = optimizer.inner_optimizer
+        compile_config = dict(compile_config)
+        compile_config["optimizer"] = keras.optimizers.serialize(optimizer)
+        plain.compile_from_config(compile_config)
     return plain
 
 

@@ -1,0 +1,333 @@
+"""Mutation check of the test suite: does every central claim have a test that fails?
+
+Applies small, named bugs ("mutants") to the package one at a time, *in memory only*,
+runs the tests that guard each one, and reports whether they failed (caught) or passed
+(missed). No file on disk is changed: the pytest subprocess loads this file as a plugin
+(``-p mutation_check``), which installs an import hook that compiles the mutated source
+of one module (read from disk, one exact snippet replaced) and serves it to ``inspect``
+through ``linecache``, so tf.function's autograph converts the mutant too.
+
+    python tools/mutation_check.py                 # all mutants, table + JSON
+    python tools/mutation_check.py --list          # names only
+    python tools/mutation_check.py -k slot -j 1    # mutants whose name contains 'slot'
+
+A mutant whose snippet is not found exactly once in its module is reported NOT APPLICABLE
+(the code drifted; update the snippet). A mutant whose module the tests never imported is
+NOT EXERCISED. The exit status is non-zero unless every mutant is caught.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import json
+import linecache
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ENV_VAR = "RIGL_TF_MUTANT"
+REPORT_VAR = "RIGL_TF_MUTANT_REPORT"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One small bug: replace ``snippet`` (exactly one occurrence) in ``module``."""
+
+    name: str
+    module: str
+    snippet: str
+    replacement: str
+    tests: tuple  # pytest node ids / files that must catch it
+
+    def path(self, root=ROOT):
+        return os.path.join(root, *self.module.split(".")) + ".py"
+
+
+T_OPT = "tests/test_optimizer.py"
+T_SP = "tests/test_sparsity.py"
+
+MUTANTS = [
+    # ------------------------------------------------------------ optimizer
+    Mutant("no gradient masking", "rigl_tf.keras.optimizer",
+           "masked.append(g * tf.cast(item.mask, g.dtype))",
+           "masked.append(g)",
+           (f"{T_OPT}::test_rigl_matches_numpy_model",)),
+    Mutant("no slot reset", "rigl_tf.keras.optimizer",
+           "slot.assign(value * keep_s + reset * (1.0 - keep_s))",
+           "slot.assign(value)",
+           (f"{T_OPT}::test_every_supported_optimizer_slots_through_rigl_update[adagrad]",
+            f"{T_OPT}::test_rigl_matches_numpy_model[momentum]")),
+    Mutant("slots reset everywhere", "rigl_tf.keras.optimizer",
+           "slot.assign(value * keep_s + reset * (1.0 - keep_s))",
+           "slot.assign(value * 0.0 + reset)",
+           (f"{T_OPT}::test_every_supported_optimizer_slots_through_rigl_update[adam]",)),
+    Mutant("masks not re-applied after the step", "rigl_tf.keras.optimizer",
+           "return var.assign(var * tf.cast(mask, var.dtype))",
+           "return var",
+           (f"{T_OPT}::test_external_mask_change_is_enforced_after_the_step",)),
+    Mutant("grown weights keep their old value", "rigl_tf.keras.optimizer",
+           "value = w * keep\n",
+           "value = w * new\n",
+           (f"{T_OPT}::test_rigl_matches_numpy_model[momentum]",)),
+    # ------------------------------------------------------------ updaters
+    Mutant("RigL grows by |w| instead of |grad|", "rigl_tf.keras.updaters",
+           "        return tf.abs(ctx.grad)\n",
+           "        return tf.abs(ctx.weight) + 0.0 * tf.abs(ctx.grad)\n",
+           (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
+    Mutant("drop largest magnitudes", "rigl_tf.keras.updaters",
+           '        """Higher = more important to keep. Default: weight magnitude."""\n'
+           "        return tf.abs(ctx.weight)",
+           '        """Higher = more important to keep. Default: weight magnitude."""\n'
+           "        return -tf.abs(ctx.weight)",
+           (f"{T_OPT}::test_rigl_grows_largest_gradients_and_drops_smallest_weights",)),
+    Mutant("wrong drop count (ceil)", "rigl_tf.keras.updaters",
+           "n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
+           "n_drop = tf.cast(tf.math.ceil(fraction * tf.cast(n_active, tf.float32)), tf.int32)",
+           (f"{T_OPT}::test_rigl_matches_numpy_model[momentum]",)),
+    Mutant("SET grows non-randomly", "rigl_tf.keras.updaters",
+           "        return masks_lib.random_scores(tf.shape(ctx.weight), self.seed, ctx.step, "
+           "ctx.index)\n",
+           "        return tf.zeros(tf.shape(ctx.weight))\n",
+           (f"{T_OPT}::test_deterministic_for_seed[set]",)),
+    Mutant("pruning keeps the smallest magnitudes", "rigl_tf.keras.updaters",
+           '        """Higher = kept. Magnitude by default."""\n        return tf.abs(weight)',
+           '        """Higher = kept. Magnitude by default."""\n        return -tf.abs(weight)',
+           ("tests/test_oneshot.py",)),
+    # ------------------------------------------------------------ sparsity: masks
+    Mutant("top-k off by one", "rigl_tf.sparsity.masks",
+           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))",
+           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need + 1))",
+           (f"{T_SP}::test_topk_mask_exact_count_and_selection",)),
+    Mutant("top-k ties broken by the highest index", "rigl_tf.sparsity.masks",
+           "tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties",
+           "tie_rank = tf.cumsum(tf.cast(ties, tf.int64), reverse=True)",
+           (f"{T_SP}::test_topk_mask_exact_count_and_selection",)),
+    # ------------------------------------------------------------ sparsity: distributions
+    Mutant("ERK without capping", "rigl_tf.sparsity.distributions",
+           "        if max_raw * eps > 1.0:\n",
+           "        if False:\n",
+           (f"{T_SP}::test_erk_formula_and_capping",)),
+    Mutant("ERK ignores the kernel dims", "rigl_tf.sparsity.distributions",
+           'kernel = distribution == "erk"',
+           "kernel = False",
+           (f"{T_OPT}::test_pruning_with_erk_targets_and_random_pruning",)),
+    # ------------------------------------------------------------ sparsity: schedules
+    Mutant("cosine schedule with the wrong phase", "rigl_tf.sparsity.schedules",
+           "return f0 * 0.5 * (1.0 + tf.cos(math.pi * t))",
+           "return f0 * 0.5 * (1.0 - tf.cos(math.pi * t))",
+           (f"{T_SP}::test_cosine_drop_fraction",)),
+    Mutant("polynomial pruning exponent ignored", "rigl_tf.sparsity.schedules",
+           "return final + (initial - final) * tf.pow(1.0 - progress, self.power)",
+           "return final + (initial - final) * (1.0 - progress)",
+           (f"{T_OPT}::test_gradual_magnitude_pruning",)),
+    # ------------------------------------------------------------ sparsity: init
+    Mutant("unit_scaled uses the layer-average fan-in", "rigl_tf.sparsity.init",
+           "    fan_in, fan_out = sparse_fans(mask, in_axes, out_axes)\n"
+           '    fan = {"fanin": fan_in,',
+           "    fan_in, fan_out = sparse_fans(mask, in_axes, out_axes)\n"
+           "    fan_in = tf.reduce_mean(fan_in) + 0.0 * fan_in\n"
+           "    fan_out = tf.reduce_mean(fan_out) + 0.0 * fan_out\n"
+           '    fan = {"fanin": fan_in,',
+           (f"{T_SP}::test_unit_scaled_per_unit_fan",)),
+    Mutant("unit_scaled fan-in and fan-out swapped", "rigl_tf.sparsity.init",
+           '    fan = {"fanin": fan_in, "fanout": fan_out, "fanavg": (fan_in + fan_out) / 2.0}'
+           "[fan_kind]",
+           '    fan = {"fanin": fan_out, "fanout": fan_in, "fanavg": (fan_in + fan_out) / 2.0}'
+           "[fan_kind]",
+           (f"{T_SP}::test_unit_scaled_per_unit_fan",)),
+    Mutant("unit_scaled uniform limit without the factor 3", "rigl_tf.sparsity.init",
+           "values = noise * tf.sqrt(3.0 * variance)",
+           "values = noise * tf.sqrt(variance)",
+           (f"{T_SP}::test_unit_scaled_per_unit_fan",)),
+    # ------------------------------------------------------------ lottery
+    Mutant("IMP prunes the largest weights", "rigl_tf.lottery.importance",
+           "def _magnitude(a):\n    return a\n",
+           "def _magnitude(a):\n    return -a\n",
+           ("tests/test_lottery_imp.py::test_pruned_weights_are_lowest_magnitudes_at_every_level",)),
+    # ------------------------------------------------------------ analysis
+    Mutant("disagreement on probabilities instead of argmax", "rigl_tf.analysis.similarity",
+           "return float(np.mean(np.argmax(p, axis=1) != np.argmax(q, axis=1)))",
+           "return float(np.mean(np.any(p != q, axis=1)))",
+           ("tests/test_analysis_similarity.py",)),
+    Mutant("JSD with the wrong sign", "rigl_tf.analysis.similarity",
+           "np.mean(entropy(mean, eps) - np.mean([entropy(p, eps) for p in probs_list], "
+           "axis=0))",
+           "np.mean(np.mean([entropy(p, eps) for p in probs_list], axis=0) - "
+           "entropy(mean, eps))",
+           ("tests/test_analysis_similarity.py",)),
+    Mutant("KL divergence reversed", "rigl_tf.analysis.similarity",
+           "terms = np.where(p > 0, p * (np.log(np.maximum(p, eps)) - "
+           "np.log(np.maximum(q, eps))), 0.0)",
+           "terms = np.where(q > 0, q * (np.log(np.maximum(q, eps)) - "
+           "np.log(np.maximum(p, eps))), 0.0)",
+           ("tests/test_analysis_similarity.py",)),
+    Mutant("interpolation endpoints swapped", "rigl_tf.analysis.interpolation",
+           "point = [(1.0 - alpha) * a + alpha * b for a, b in zip(start, end)]",
+           "point = [alpha * a + (1.0 - alpha) * b for a, b in zip(start, end)]",
+           ("tests/test_analysis_interpolation.py",)),
+    Mutant("angular distance without the factor 2/pi", "rigl_tf.analysis.distances",
+           "return 2.0 * float(np.arccos(cos)) / np.pi if np.isfinite(cos) else float(\"nan\")",
+           "return float(np.arccos(cos)) if np.isfinite(cos) else float(\"nan\")",
+           ("tests/test_analysis_distances.py",)),
+]
+
+
+# ---------------------------------------------------------------------- in-memory patching
+def mutate_source(source, mutant_spec):
+    """Returns ``source`` with the mutant's snippet replaced; raises if not found once."""
+    count = source.count(mutant_spec["snippet"])
+    if count != 1:
+        raise LookupError(
+            f"mutant {mutant_spec['name']!r}: snippet found {count} times in "
+            f"{mutant_spec['module']} (expected exactly once)")
+    return source.replace(mutant_spec["snippet"], mutant_spec["replacement"])
+
+
+class _MutantLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the mutated source in memory (nothing is written, no bytecode cached)."""
+
+    def __init__(self, fullname, path, spec):
+        super().__init__(fullname, path)
+        self._spec = spec
+
+    def get_code(self, fullname):
+        source = mutate_source(self.get_data(self.path).decode("utf-8"), self._spec)
+        # tf.function's autograph re-reads a function's source through linecache/inspect;
+        # compiled under the real path it would convert the unmutated file on disk. Under
+        # a name that is not a file, with the mutated lines in linecache (mtime None: never
+        # re-validated), it converts the mutant.
+        filename = self.path + ":mutant"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        code = compile(source, filename, "exec", dont_inherit=True)
+        report = os.environ.get(REPORT_VAR)
+        if report:
+            with open(report, "a") as f:
+                f.write(f"applied {self._spec['module']}\n")
+        return code
+
+
+class _MutantFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, spec):
+        self._spec = spec
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self._spec["module"]:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        spec.loader = _MutantLoader(fullname, spec.origin, self._spec)
+        return spec
+
+
+def install(spec):
+    """Makes the next import of ``spec['module']`` load the mutated source."""
+    if spec["module"] in sys.modules:
+        raise RuntimeError(f"{spec['module']} was imported before the mutant was installed")
+    sys.meta_path.insert(0, _MutantFinder(spec))
+
+
+# Loaded by pytest with ``-p mutation_check``: install the mutant named in the environment
+# before any test module (or conftest) imports the package.
+if os.environ.get(ENV_VAR) and __name__ != "__main__":
+    install(json.loads(os.environ[ENV_VAR]))
+
+
+# ---------------------------------------------------------------------- driver
+def check_applicable(mutant, root=ROOT):
+    """None if the mutant applies (exactly one match, still valid Python), else a reason."""
+    try:
+        with open(mutant.path(root)) as f:
+            source = f.read()
+    except OSError as e:
+        return f"cannot read {mutant.module}: {e}"
+    try:
+        compile(mutate_source(source, dataclasses.asdict(mutant)), mutant.path(root), "exec")
+    except LookupError as e:
+        return str(e)
+    except SyntaxError as e:
+        return f"mutated source does not compile: {e}"
+    return None
+
+
+def run_mutant(mutant, root=ROOT, timeout=900):
+    """Runs the mutant's tests in a subprocess; returns a result dict."""
+    start = time.perf_counter()
+    reason = check_applicable(mutant, root)
+    if reason:
+        return {"name": mutant.name, "module": mutant.module, "status": "NOT APPLICABLE",
+                "seconds": 0.0, "detail": reason}
+    with tempfile.NamedTemporaryFile("r", suffix=".log", delete=False) as tmp:
+        report = tmp.name
+    env = dict(os.environ)
+    env[ENV_VAR] = json.dumps(dataclasses.asdict(mutant))
+    env[REPORT_VAR] = report
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root, os.path.join(root, "tools")] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+           "-p", "mutation_check", "-o", "addopts=", *mutant.tests]
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired:
+        rc, out = None, "timeout"
+    with open(report) as f:
+        applied = f.read().strip()
+    os.unlink(report)
+    seconds = time.perf_counter() - start
+    if not applied:
+        status = "NOT EXERCISED"
+    elif rc == 1:
+        status = "caught"
+    elif rc == 0:
+        status = "MISSED"
+    else:
+        status = f"ERROR (pytest exit {rc})"
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    return {"name": mutant.name, "module": mutant.module, "status": status,
+            "seconds": round(seconds, 1), "detail": lines[-1] if lines else ""}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="only mutants whose name contains this")
+    parser.add_argument("-j", "--jobs", type=int, default=2, help="mutants run in parallel")
+    parser.add_argument("--list", action="store_true", help="print the mutant names and exit")
+    parser.add_argument("--json", help="also write the JSON report to this file")
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.k.lower() in m.name.lower()]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name}  [{m.module}]")
+        return 0
+    if not mutants:
+        print(f"no mutant name contains {args.k!r}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = list(pool.map(run_mutant, mutants))
+    total = time.perf_counter() - start
+    width = max(len(r["name"]) for r in results)
+    print(f"{'mutant':<{width}}  {'module':<32} {'status':<16} seconds")
+    for r in results:
+        print(f"{r['name']:<{width}}  {r['module']:<32} {r['status']:<16} {r['seconds']:7.1f}")
+    caught = sum(r["status"] == "caught" for r in results)
+    print(f"{caught}/{len(results)} caught in {total:.1f} s (wall, {args.jobs} jobs)")
+    report = {"mutants": results, "caught": caught, "total": len(results),
+              "seconds": round(total, 1), "jobs": args.jobs}
+    print(json.dumps(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
