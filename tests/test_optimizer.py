@@ -478,9 +478,10 @@ def test_gradual_magnitude_pruning(scope):
         for k in masks:
             assert np.all(masks[k] <= prev[k])  # pruning never regrows
         counts = tuple(int(masks[k].sum()) for k in ("conv/kernel", "fc1/kernel", "fc2/kernel"))
-        # Event step t + 1 = iterations after this step (tfmot's pruning_step convention).
-        if t + 1 in expected:
-            assert (counts if scope == "layerwise" else sum(counts)) == expected[t + 1], t
+        # Pruning step t + 2: tfmot's pruning_step of the next batch, which it prunes
+        # for from the weights after this step (t + 1 updates).
+        if t + 2 in expected:
+            assert (counts if scope == "layerwise" else sum(counts)) == expected[t + 2], t
         else:
             assert all(np.array_equal(masks[k], prev[k]) for k in masks), t
         prev = masks

@@ -1,7 +1,12 @@
 """The reference code's conventions (google-research/rigl rigl_tf2 and tfmot), each checked
 against numbers worked out by hand or a small numpy model written here."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -135,9 +140,10 @@ def test_lr_schedule_without_a_usable_peak_is_refused_at_build():
 
 
 def test_gradual_magnitude_pruning_acts_like_tfmot_polynomial_decay():
-    """A numpy model of tfmot's loop: at pruning_step t (= optimizer.iterations before
-    batch t) the mask is computed from the weights after t updates and used from batch t
-    on; target s(t) = s_f + (s_i - s_f) * (1 - (t - begin) / (end - begin)) ** 3."""
+    """A numpy model of tfmot's loop: in batch b (0-based) tfmot first increments
+    pruning_step to t = b + 1, then, if t is a pruning step, prunes the current weights
+    (after b updates) to s(t) = s_f + (s_i - s_f) * (1 - (t - begin) / (end - begin)) ** 3
+    and trains batch b with the new masks."""
     model = rigl_tf.sparsify(_mlp(), 0.0, "uniform")
     lr = 0.5
     pruner = U.MagnitudePruning("polynomial", 0.0, 0.75, begin_step=2, end_step=6,
@@ -145,17 +151,19 @@ def test_gradual_magnitude_pruning_acts_like_tfmot_polynomial_decay():
     opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(lr), pruner)
     step = _step_fn(model, opt)
     kernels = [w for _, w, _ in rigl_tf.masked_weights(model)]
+    keys = [k for k, _, _ in rigl_tf.masked_weights(model)]
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
-    # Hand-computed targets at the events t = 2, 4, 6: 0, 0.75 * (1 - 0.5 ** 3), 0.75.
+    # Hand-computed targets at pruning steps 2, 4, 6: 0, 0.75 * (1 - 0.5 ** 3), 0.75.
     targets = {2: 0.0, 4: 0.75 * (1 - 0.5 ** 3), 6: 0.75}
-    w = [k.numpy().copy() for k in kernels]  # numpy model: weights before masking
+    w = [k.numpy().copy() for k in kernels]
     m = [np.ones_like(a) for a in w]
-    for t in range(1, 9):  # t = number of updates done after this step
-        x, y = _data(8, seed=t)
-        grads = step(x, y)
+    for b in range(8):
+        x, y = _data(8, seed=b)
+        grads = step(x, y)  # rigl_tf: this batch, then the masks for batch b + 1
         for i, k in enumerate(kernels):
             g = grads[index[id(k)]].numpy()
             w[i] = (w[i] - lr * g * m[i]) * m[i]  # SGD on the active weights
+        t = b + 2  # tfmot's pruning_step in the next batch, before its update
         if t in targets:
             for i in range(len(w)):
                 keep = int(np.round((1 - targets[t]) * w[i].size))
@@ -164,20 +172,93 @@ def test_gradual_magnitude_pruning_acts_like_tfmot_polynomial_decay():
                 new[np.argsort(-scores, kind="stable")[:keep]] = 1
                 m[i] = new.reshape(w[i].shape)
                 w[i] = w[i] * m[i]
+        masks = rigl_tf.get_masks(model)
         for i, k in enumerate(kernels):
-            np.testing.assert_array_equal(rigl_tf.get_masks(model)[
-                rigl_tf.masked_weights(model)[i][0]], m[i], err_msg=f"step {t}")
+            np.testing.assert_array_equal(masks[keys[i]], m[i], err_msg=f"batch {b}")
             np.testing.assert_allclose(k.numpy(), w[i], rtol=1e-5, atol=1e-6)
-    sizes = [a.size for a in w]
-    assert [int(a.sum()) for a in m] == [round(0.25 * s) for s in sizes]
+        if t in targets:
+            assert int(opt.last_update_step.numpy()) == t
+    assert [int(a.sum()) for a in m] == [round(0.25 * a.size) for a in w]
 
 
-def test_pruning_at_step_0_prunes_the_initial_weights_before_the_first_update():
+_TFMOT_LOOP = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as tfk
+    tfk.utils.set_random_seed(0)
+    m = tfk.Sequential([tfk.layers.Dense(16, activation="relu", input_shape=(10,)),
+                        tfk.layers.Dense(4)])
+    w0 = [w.tolist() for w in m.get_weights()]
+    sched = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.75, begin_step=2, end_step=8,
+                                                 frequency=2)
+    p = tfmot.sparsity.keras.prune_low_magnitude(m, pruning_schedule=sched)
+    p.compile(tfk.optimizers.SGD(0.2),
+              tfk.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(48, 10).astype("float32"), rng.randint(0, 4, 48)
+    counts = []
+
+    class Rec(tfk.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            counts.append([int(l.pruning_vars[0][1].numpy().sum()) for l in p.layers])
+
+    p.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+          callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), Rec()])
+    out = {"w0": w0, "counts": counts, "x": x.tolist(), "y": y.tolist(),
+           "masks": [l.pruning_vars[0][1].numpy().tolist() for l in p.layers],
+           "kernels": [(l.pruning_vars[0][0].numpy() * l.pruning_vars[0][1].numpy()).tolist()
+                       for l in p.layers]}
+    json.dump(out, open(sys.argv[1], "w"))
+""")
+
+
+@pytest.mark.slow
+def test_gradual_pruning_matches_real_tfmot_in_a_standard_loop(tmp_path):
+    """The real thing: tfmot's PolynomialDecay with fit + UpdatePruningStep (tf_keras, in a
+    subprocess) and rigl_tf's pruning on a Keras 3 twin with the same weights and data."""
+    pytest.importorskip("tensorflow_model_optimization")
+    pytest.importorskip("tf_keras")
+    script, out = tmp_path / "tfmot_loop.py", tmp_path / "tfmot.json"
+    script.write_text(_TFMOT_LOOP)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, str(script), str(out)], check=True, env=env,
+                   timeout=600)
+    ref = json.loads(out.read_text())
+    model = keras.Sequential([keras.Input((10,)), L.Dense(16, activation="relu"), L.Dense(4)])
+    model.set_weights([np.array(w, np.float32) for w in ref["w0"]])
+    model = rigl_tf.sparsify(model, 0.0, "uniform", init="dense")
+    pruner = U.MagnitudePruning("polynomial", 0.0, 0.75, begin_step=2, end_step=8,
+                                frequency=2)
+    model.compile(rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.2), pruner), LOSS)
+    counts = []
+
+    class Rec(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            counts.append([int(m.sum()) for m in rigl_tf.get_masks(self.model).values()])
+
+    x, y = np.array(ref["x"], np.float32), np.array(ref["y"], np.int32)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Rec()])
+    # tfmot changes a mask inside batch b; rigl_tf right after batch b - 1: the masks a
+    # batch trains with are the same. Dense(10->16): 160 weights, Dense(16->4): 64.
+    assert ref["counts"][3:5] == [[76, 30], [76, 30]]  # round(160 * (1 - 0.5278)), ...
+    assert counts[:-1] == ref["counts"][1:]
+    masks = list(rigl_tf.get_masks(model).values())
+    for got, want in zip(masks, ref["masks"]):
+        np.testing.assert_array_equal(got, np.array(want, np.float32))
+    for (_, w, _), want in zip(rigl_tf.masked_weights(model), ref["kernels"]):
+        np.testing.assert_allclose(w.numpy(), np.array(want, np.float32), rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_pruning_at_step_1_prunes_the_initial_weights_before_the_first_update():
     model = rigl_tf.sparsify(_mlp(), 0.0, "uniform")
     w0 = {k: w.numpy().copy() for k, w, _ in rigl_tf.masked_weights(model)}
     opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.1),
                                   U.MagnitudePruning("oneshot", final_sparsity=0.5,
-                                                     begin_step=0))
+                                                     begin_step=1))
+    assert opt.updates_masks_in_step(0) and not opt.updates_masks_in_step(1)
     step = _step_fn(model, opt)
     x, y = _data()
     step(x, y)
@@ -186,8 +267,9 @@ def test_pruning_at_step_0_prunes_the_initial_weights_before_the_first_update():
         expected = np.zeros(m.size, np.float32)
         expected[keep] = 1
         np.testing.assert_array_equal(m.ravel(), expected)
-    assert int(opt.last_update_step.numpy()) == 0
-    assert opt.updates_masks_in_step(0) and not opt.updates_masks_in_step(1)
+    assert int(opt.last_update_step.numpy()) == 1
+    with pytest.raises(ValueError, match="One-shot pruning `begin_step` must be >= 1"):
+        U.MagnitudePruning("oneshot", final_sparsity=0.5, begin_step=0)
 
 
 def test_unit_scaled_grow_init_is_glorot_fan_average():

@@ -163,7 +163,8 @@ def mask_update_callback(model, updater, data=None, loss_fn=None, seed=0):
 
     class _MaskUpdate(tf_keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            step = int(self.model.optimizer.iterations.numpy())  # event step: after the update
+            # The event step of an update right after this batch (Updater.event_offset).
+            step = int(self.model.optimizer.iterations.numpy()) - 1 + updater.event_offset
             if not bool(updater.should_update(step)):
                 return
             weights = [tf.cast(it.var, tf.float32) for it in items]

@@ -223,6 +223,7 @@ class SparseOptimizer(WrappingOptimizer):
             raise TypeError(f"`gradient_fn` must be callable, got {type(gradient_fn).__name__}.")
         self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
+        self._first_event = _Untracked(None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -255,6 +256,7 @@ class SparseOptimizer(WrappingOptimizer):
             )
         self._items = _Untracked(items)
         self._peak_lr = _Untracked(self._find_peak_lr(self.updater))
+        self._first_event = _Untracked(self._first_step_event(self.updater))
         self._var_index = _Untracked({id(it.var): it for it in items})
         self._slot_lists = _Untracked(self._find_slots(items))
         updater = self.updater
@@ -300,24 +302,33 @@ class SparseOptimizer(WrappingOptimizer):
             )
         return peak
 
+    def _first_step_event(self, updater):
+        """The event step of an update at the first step, before its weight update (the
+        schedule decides it eagerly, once), or None."""
+        if updater.name == "static":
+            return None
+        event = updater.event_offset - 1
+        with tf.init_scope():
+            return event if bool(updater.should_update(event)) else None
+
     def updates_masks_in_step(self, iterations) -> bool:
         """Whether the optimizer step that starts at ``iterations`` changes the masks
         (Python; for callbacks that act around mask updates)."""
+        return self.update_step_of(iterations) is not None
+
+    def update_step_of(self, iterations):
+        """The event step of the mask update made in the optimizer step that starts at
+        ``iterations`` (the later one if there are two), or None."""
         updater = self.updater
         if updater.name == "static":
-            return False
-        iterations = int(iterations)
-        if iterations == 0 and updater.may_update_at_start() and bool(updater.should_update(0)):
-            return True
-        return bool(updater.should_update(iterations + 1))
-
-    def update_step_of(self, iterations) -> int:
-        """The event step of a mask update in the step that starts at ``iterations``."""
-        iterations = int(iterations)
-        if iterations == 0 and self.updater.may_update_at_start() and bool(
-                self.updater.should_update(0)):
-            return 0
-        return iterations + 1
+            return None
+        event = int(iterations) + updater.event_offset
+        if bool(updater.should_update(event)):
+            return event
+        first = self._first_event.value if self.built else self._first_step_event(updater)
+        if int(iterations) == 0 and first is not None:
+            return first
+        return None
 
     def _find_slots(self, items):
         spec = slot_spec(self.inner_optimizer) or []
@@ -368,11 +379,12 @@ class SparseOptimizer(WrappingOptimizer):
         updater = self.updater
         by_id = {id(v): g for g, v in zip(grads, variables)}
         item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
-        if updater.name != "static" and updater.may_update_at_start():
-            # An event at step 0 acts on the initial weights, before the first update.
+        first = self._first_event.value
+        if first is not None:
+            # An event due before the first update acts on the initial weights.
             tf.cond(
-                tf.logical_and(tf.equal(step, 0), updater.should_update(0)),
-                lambda: self._update_masks(distribution, tf.constant(0, tf.int64),
+                tf.equal(step, 0),
+                lambda: self._update_masks(distribution, tf.constant(first, tf.int64),
                                            item_grads),
                 lambda: tf.no_op(),
             )
@@ -385,8 +397,8 @@ class SparseOptimizer(WrappingOptimizer):
                     state.assign(updater.observe(state, tf.cast(g, state.dtype)))
 
         if updater.name != "static":
-            # Event step t = iterations after this update (the reference's and tfmot's).
-            event = step + 1
+            # The event step of an update right after this step (Updater.event_offset).
+            event = step + updater.event_offset
             tf.cond(
                 updater.should_update(event),
                 lambda: self._update_masks(distribution, event, item_grads),

@@ -127,19 +127,18 @@ class Updater:
         """Called once by the optimizer with the masked weights (in a fixed order)."""
         self.items = items
 
+    #: The event step of an update made right after the optimizer step that starts at
+    #: ``iterations = i`` is ``i + event_offset``; an update made at the first step, before
+    #: its weight update, has event step ``event_offset - 1``. 1 for DST (the reference
+    #: loop's ``is_update_iter(optimizer.iterations)`` after ``apply_gradients``); 2 for
+    #: pruning (tfmot increments ``pruning_step`` before pruning in the forward pass, so
+    #: its step ``t`` prunes the weights after ``t - 1`` updates, for batch ``t - 1`` on).
+    event_offset = 1
+
     def should_update(self, step) -> tf.Tensor:
-        """Boolean tensor: whether masks change at event step ``step``.
-
-        The event step of an optimizer step is ``iterations`` after its weight update
-        (see ``rigl_tf.sparsity.schedules``); step 0 is only asked about when
-        :meth:`may_update_at_start` is True.
-        """
+        """Boolean tensor: whether masks change at event step ``step`` (see
+        ``event_offset`` and ``rigl_tf.sparsity.schedules``)."""
         raise NotImplementedError
-
-    def may_update_at_start(self) -> bool:
-        """Whether an event at step 0 is possible (run at the first step, before its
-        weight update). Python-side, so the optimizer adds that branch only when needed."""
-        return False
 
     def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
         """Returns the new masks (list of float32 tensors with exact counts)."""
@@ -219,9 +218,6 @@ class DropGrowUpdater(Updater):
 
     def should_update(self, step):
         return self.schedule.is_update_step(step)
-
-    def may_update_at_start(self):
-        return self.schedule.end_step != 0 and self.schedule.start_step == 0
 
     def grow_values(self, step, item, new_mask):
         """Initial values of newly grown weights (only read where they were grown)."""
@@ -476,11 +472,10 @@ class MagnitudePruning(Updater):
             1.0 - patterns_lib.pattern_density(it.pattern, densities[it.key]) for it in items
         ]
 
+    event_offset = 2  # tfmot's pruning_step: see Updater.event_offset
+
     def should_update(self, step):
         return self.schedule.is_prune_step(step)
-
-    def may_update_at_start(self):
-        return self.schedule.begin_step == 0
 
     def score(self, step, item, weight):
         """Higher = kept. Magnitude by default."""

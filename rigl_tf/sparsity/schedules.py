@@ -1,13 +1,17 @@
 """Schedules as functions of the training step: when masks change, and by how much.
 
-Steps follow the reference code (google-research/rigl ``rigl_tf2``) and tfmot: the step
-``t`` of an event is the number of weight updates done so far, i.e. the optimizer's
-``iterations`` *after* the current update. An event at step ``t`` computes masks from the
-weights after ``t`` updates, right after the ``t``-th update (1-based), and the new masks
-are first used by batch ``t`` (0-based). So with ``update_freq = 100`` masks change after
-batches 100, 200, ... (1-based), exactly as in the reference loop, and gradual pruning at
-step ``t`` acts on the same weights as tfmot's ``PolynomialDecay`` at its
-``pruning_step = t``. An event at ``t = 0`` happens at the first step, before its update.
+Steps follow the reference code (google-research/rigl ``rigl_tf2``) and tfmot:
+
+* DST: the reference checks ``is_update_iter(optimizer.iterations)`` right after
+  ``apply_gradients``, so an update at step ``t`` uses the weights after ``t`` updates and
+  the new masks are first used by batch ``t`` (0-based): with ``update_freq = 100`` masks
+  change after steps 100, 200, ...
+* Pruning: tfmot increments ``pruning_step`` in the forward pass and then prunes, so its
+  step ``t`` prunes the weights after ``t - 1`` updates and batch ``t - 1`` (0-based)
+  already uses the new masks; rigl_tf does the same (right after update ``t - 1``, or
+  before the first update for ``t = 1``).
+
+See ``Updater.event_offset`` in ``rigl_tf.keras.updaters``.
 
 * Update timing (:class:`UpdateSchedule`): ``update_freq``, ``start_step``,
   ``end_step`` with the original RigL convention for ``end_step`` (``last_update_step``):
@@ -209,6 +213,12 @@ class PruningSchedule:
             )
         self.frequency = _check_int(frequency, "frequency", 1)
         self.power = float(power)
+        if schedule == "oneshot" and self.begin_step < 1:
+            raise ValueError(
+                f"One-shot pruning `begin_step` must be >= 1 (pruning step t prunes the "
+                f"weights after t - 1 updates, so 1 prunes the initial weights), got "
+                f"{self.begin_step}."
+            )
         if schedule == "polynomial" and self.initial_sparsity > self.final_sparsity:
             raise ValueError(
                 f"`initial_sparsity` ({self.initial_sparsity}) must be <= `final_sparsity` "
