@@ -372,7 +372,10 @@ def test_rigl_matches_numpy_model(inner):
         for k, v in variables.items():
             if k in masks:
                 np.testing.assert_array_equal(got_masks[k], masks[k], err_msg=f"{k} t={t}")
-            np.testing.assert_allclose(v.numpy(), p[k], rtol=1e-4, atol=1e-6,
+            # Adam's first steps at a regrown weight are ~ lr * g / (|g| + eps): float32
+            # against float64 differs by a few 1e-6 when |g| is near eps.
+            np.testing.assert_allclose(v.numpy(), p[k], rtol=1e-4,
+                                       atol=1e-5 if inner == "adam" else 1e-6,
                                        err_msg=f"{k} t={t}")
             own = _inner_slots(opt.inner_optimizer, v)
             names = ["momentum"] if inner == "momentum" else ["momentum", "velocity"]
