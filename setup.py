@@ -28,13 +28,15 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pytest-xdist"],
+        # tensorboard: the README's `tensorboard --logdir ...` and the event-file test.
+        "test": ["pytest", "hypothesis", "pytest-xdist", "tensorboard"],
+        "tensorboard": ["tensorboard"],
         "tfmot": ["tensorflow-model-optimization", "tf_keras"],
     },
     entry_points={
         "console_scripts": [
             "rigl-train=rigl_tf.commands.train:run",
-            "rigl-lottery=rigl_tf.lottery.main:run",
+            "rigl-lottery=rigl_tf.commands.lottery:run",
             "rigl-gradient-flow=rigl_tf.commands.gradient_flow:main",
             "rigl-hessian=rigl_tf.commands.hessian:main",
             "rigl-interpolate=rigl_tf.commands.interpolate:main",
@@ -42,6 +44,7 @@ setup(
             "rigl-distances=rigl_tf.commands.distances:main",
             "rigl-ticket-stats=rigl_tf.commands.ticket_stats:main",
             "rigl-plot-runs=rigl_tf.commands.plot_runs:main",
+            "rigl-reproduce=rigl_tf.commands.reproduce:main",
         ],
     },
     include_package_data=True,

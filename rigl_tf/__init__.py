@@ -33,7 +33,8 @@ _LAZY = {
     **dict.fromkeys(["export", "export_report"], "rigl_tf.deploy"),
 }
 _SUBMODULES = ("analysis", "callbacks", "commands", "compressed", "deploy", "experiments",
-               "files", "inference", "interop", "keras", "lottery", "sparsity", "updaters")
+               "files", "inference", "interop", "keras", "lottery", "progress", "sparsity",
+               "startup", "updaters")
 
 __version__ = "0.1.0"
 __all__ = sorted(_LAZY) + ["callbacks", "updaters"]

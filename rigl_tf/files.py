@@ -2,6 +2,13 @@
 
 Used by every writer of results, configs, masks and exports, so an interrupted process
 never leaves a half-written file or directory where a reader would pick it up.
+
+Paths with a scheme (``gs://bucket/run``, ``ram://...``, any file system TensorFlow's
+``tf.io.gfile`` knows) work too: the writer writes a local temporary file or directory,
+which is then copied next to the target under a temporary name and renamed over it with
+``tf.io.gfile`` (per file: object stores have no atomic directory rename). Local paths use
+the operating system directly (the same calls ``tf.io.gfile`` makes for them), so this
+module imports TensorFlow only for remote paths.
 """
 
 import contextlib
@@ -58,6 +65,10 @@ def atomic_output(path: str, owned: Optional[Callable[[str], bool]] = None
     Raises:
       FileExistsError: ``path`` is a directory holding other files.
     """
+    if is_remote(path):
+        with _remote_output(os.fspath(path)) as target:
+            yield target
+        return
     path = os.path.abspath(os.fspath(path))
     check_replaceable(path, owned)
     parent = os.path.dirname(path)
@@ -100,3 +111,77 @@ def write_json(path: str, data) -> str:
             json.dump(data, f, indent=2, default=json_default)
             f.write("\n")
     return path
+
+
+def is_remote(path) -> bool:
+    """Whether ``path`` names a non-local file system (``gs://``, ``ram://``, ...)."""
+    path = os.fspath(path)
+    return "://" in path and not path.startswith("file://")
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _upload(local: str, dest: str):
+    """Copies the local file ``local`` to ``dest`` via a temporary name and a rename."""
+    gfile = _gfile()
+    tmp = f"{dest}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        gfile.copy(local, tmp, overwrite=True)
+        gfile.rename(tmp, dest, overwrite=True)
+    except BaseException:
+        if gfile.exists(tmp):  # our own temporary file only
+            gfile.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _remote_output(path: str) -> Iterator[str]:
+    """`atomic_output` for a remote ``path``: a local staging path, uploaded on success."""
+    gfile = _gfile()
+    path = path.rstrip("/")
+    staging = tempfile.mkdtemp(prefix="rigl_tf-upload-")
+    target = os.path.join(staging, path.rsplit("/", 1)[-1])
+    try:
+        yield target
+        if not os.path.exists(target):
+            raise RuntimeError(f"Nothing was written for {path!r}.")
+        gfile.makedirs(path.rsplit("/", 1)[0])
+        if os.path.isdir(target):
+            if gfile.isdir(path):
+                gfile.rmtree(path)  # replaced as a whole, like a local directory
+            for root, _, names in os.walk(target):
+                rel = os.path.relpath(root, target)
+                dest_dir = path if rel == "." else f"{path}/{rel.replace(os.sep, '/')}"
+                gfile.makedirs(dest_dir)
+                for name in names:
+                    _upload(os.path.join(root, name), f"{dest_dir}/{name}")
+        else:
+            _upload(target, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Writes ``data`` to ``path`` (local or remote) atomically; returns ``path``."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return path
+
+
+def write_text(path: str, text: str) -> str:
+    """Writes ``text`` (UTF-8) to ``path`` (local or remote) atomically; returns ``path``."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def read_text(path: str) -> str:
+    """Reads a UTF-8 text file, local or remote."""
+    if is_remote(path):
+        with _gfile().GFile(path, "rb") as f:
+            return f.read().decode("utf-8")
+    with open(path, encoding="utf-8") as f:
+        return f.read()

@@ -278,12 +278,15 @@ def _nan_loss():
                     raise AssertionError(f"{last} holds non-finite {key}")
 
 
-def _lottery(**kwargs):
+def _lottery(spec=None, **kwargs):
     def call():
         from rigl_tf import lottery
+        from rigl_tf.experiments.config import make_spec
 
         config = lottery.IMPConfig(**kwargs)
-        lottery.IMPRun(config, root_dir=os.devnull + "_unused")
+        train_spec = make_spec(**(spec or {"network": {"network_name": "mlp"},
+                                           "data": {"dataset_name": "digits"}}))
+        lottery.IMPRun(config, train_spec, root_dir=os.devnull + "_unused")
 
     return call
 
@@ -322,6 +325,150 @@ def _corrupt_file(name, content):
     with open(path, "wb") as f:
         f.write(content)
     return path
+
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+_HOLDER = ("import sys, time\nfrom rigl_tf import locking\n"
+           "with locking.exclusive(sys.argv[1]):\n    print('locked', flush=True)\n"
+           "    time.sleep(600)\n")
+
+
+def _while_locked(directory, body):
+    """Runs ``body()`` while another process holds ``directory``'s lock."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, directory], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        body()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+_IMP_QS = os.path.join(os.path.dirname(_QUICKSTART), "lottery", "quickstart_imp.gin")
+_IMP_TINY = ["network.hidden_sizes = (8,)", "training.total_steps = 2",
+             "lottery_run.levels = 0", "lottery_run.branches = []"]
+
+
+def _logdir_in_use():
+    import tempfile
+
+    logdir = tempfile.mkdtemp(prefix="rigl_err_")
+    _while_locked(logdir, _rigl_train(_TINY, dry_run=False, logdir=logdir))
+
+
+def _imp_run_dir_in_use():
+    import tempfile
+
+    from rigl_tf.lottery import main as lottery_main
+
+    run_dir = tempfile.mkdtemp(prefix="rigl_err_imp_")
+    _while_locked(run_dir, lambda: lottery_main.run_lottery(
+        [_IMP_QS], _IMP_TINY, run_dir=run_dir, print_fn=lambda *a: None))
+
+
+def _all_checkpoints_damaged():
+    import glob
+    import tempfile
+
+    logdir = tempfile.mkdtemp(prefix="rigl_err_")
+    _rigl_train(_TINY, dry_run=False, logdir=logdir)()
+    os.remove(os.path.join(logdir, "checkpoint"))
+    for path in glob.glob(os.path.join(logdir, "ckpt-*.data-*")):
+        with open(path, "r+b") as f:
+            f.truncate(3)
+    _rigl_train(_TINY, dry_run=False, logdir=logdir)()
+
+
+def _dir_with_user_files():
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="rigl_err_out_")
+    with open(os.path.join(directory, "notes.txt"), "w") as f:
+        f.write("mine")
+    return directory
+
+
+def _export_into_user_dir():
+    import rigl_tf
+
+    rigl_tf.export(_sparse(), _dir_with_user_files(), "saved_model")
+
+
+def _compressed_into_user_dir():
+    from rigl_tf import compressed
+
+    compressed.save_compressed(_sparse(), _dir_with_user_files())
+
+
+def _first_mask_dataset(h5):
+    """Path of the first SparseWrapper's own variable (its mask) in a .keras weights file."""
+    names = []
+    h5.visit(names.append)
+    return next(n for n in names if "sparse_wrapper" in n and "/layer/" not in n
+                and n.endswith("/vars/0"))
+
+
+def _half_mask_keras_file():
+    import tempfile
+    import zipfile
+
+    import h5py
+
+    import rigl_tf  # noqa: F401  (registers SparseWrapper)
+
+    d = tempfile.mkdtemp(prefix="rigl_err_")
+    path = os.path.join(d, "m.keras")
+    _sparse().save(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    weights = os.path.join(d, "w.h5")
+    with open(weights, "wb") as f:
+        f.write(parts["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        f[_first_mask_dataset(f)][...] = 0.5
+    with open(weights, "rb") as f:
+        parts["model.weights.h5"] = f.read()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    keras.models.load_model(path)
+
+
+def _dense_mask_run():
+    import tempfile
+
+    dense = tempfile.mkdtemp(prefix="rigl_err_dense_")
+    _rigl_train(_TINY + ["sparsity.sparsity = 0.0", "mask_updater.update_alg = ''"],
+                dry_run=False, logdir=dense)()
+    _rigl_train(_TINY + [f"network.mask_init_path = '{dense}'"])()
+
+
+def _imp_damaged(name):
+    def call():
+        import tempfile
+
+        from rigl_tf.lottery import main as lottery_main
+
+        run_dir = tempfile.mkdtemp(prefix="rigl_err_imp_")
+        bindings = list(_IMP_TINY)
+        lottery_main.run_lottery([_IMP_QS], bindings, run_dir=run_dir,
+                                 print_fn=lambda *a: None)
+        path = os.path.join(run_dir, name)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        lottery_main.run_lottery([_IMP_QS], bindings + ["lottery_run.levels = 1"],
+                                 run_dir=run_dir, print_fn=lambda *a: None)
+
+    return call
 
 
 # (area, what the user did, callable, exception class, regex the message must match)
@@ -452,8 +599,14 @@ CATALOGUE = [
     ("lottery", "unknown rewinding mode", _lottery(rewinding="back"), ValueError,
      r"`rewinding` must be one of 'init', 'step', 'lr', 'none', got 'back'"),
     ("lottery", "rewind step past the end of training",
-     _lottery(network="mlp", dataset="digits", rewinding="step", rewind_step=10**6,
-              train_steps=100), ValueError, r"past the end of training"),
+     _lottery(rewinding="step", rewind_step=10**6,
+              spec={"network": {"network_name": "mlp"}, "data": {"dataset_name": "digits"},
+                    "training": {"total_steps": 100}}), ValueError,
+     r"past the end of training"),
+    ("lottery", "training setting IMP does not use",
+     _lottery(spec={"network": {"network_name": "mlp"}, "data": {"dataset_name": "digits"},
+                    "sparsity": {"sparsity": 0.9}}), ValueError,
+     r"`sparsity.sparsity`=0.9 is not used by IMP"),
     ("lottery", "unknown branch", _branch("nope"), ValueError,
      r"Unknown branch `name` 'nope'; known branches: lottery, reinit"),
     ("oneshot", "unknown pruning-at-init method", _prune_at_init_unknown, ValueError,
@@ -508,4 +661,65 @@ CATALOGUE = [
     ("tools", "plot_runs on a missing logdir",
      _tool("plot_runs", "--logdir", os.devnull + "_no_run", "--tag", "x",
            "--out_dir", os.devnull + "_no_out"), SystemExit, r"error: --logdir"),
+    ("rigl-train", "logdir in use by another process (left unchanged)", _logdir_in_use,
+     RuntimeError, r"`--logdir` '.*' is in use by process \d+ on host .*; wait for it"),
+    ("rigl-train", "every checkpoint in the logdir damaged (no silent restart)",
+     _all_checkpoints_damaged, ValueError,
+     r"`--logdir`=.*: no checkpoint reads back intact \(damaged: .*ckpt-4"),
+    ("rigl-train", "empty logdir", _rigl_train(_TINY, logdir=""), ValueError,
+     r"`--logdir` must name a directory for this run, got ''"),
+    ("rigl-train", "root or home directory as logdir", _rigl_train(_TINY, logdir="/"),
+     ValueError, r"`--logdir`='/' is the file-system root or the home directory"),
+    ("rigl-train", "truthy string for a boolean",
+     _rigl_train(_TINY + ["network.use_batch_norm = 'no'"]), ValueError,
+     r"`network.use_batch_norm` must be True or False, got 'no'"),
+    ("rigl-train", "truthy string for data.augment",
+     _rigl_train(_TINY + ["data.augment = 'no'"]), ValueError,
+     r"`data.augment` must be True or False, got 'no'"),
+    ("rigl-train", "unknown normalization", _rigl_train(_TINY + ["data.normalization = 'bogus'"]),
+     ValueError, r"`data.normalization` must be one of 'unit', 'standardize'; got 'bogus'"),
+    ("rigl-train", "non-positive layer width",
+     _rigl_train(_TINY + ["network.hidden_sizes = (-3, 16)"]), ValueError,
+     r"`network.hidden_sizes` must be a tuple of positive integer widths, got \(-3, 16\)"),
+    ("rigl-train", "infinite noise_stddev", _rigl_train(_TINY + ["network.noise_stddev = 1e999"]),
+     ValueError, r"`network.noise_stddev` must be a finite number in \[0.0, inf\], got inf"),
+    ("rigl-train", "infinite unit_scaled_init.scale",
+     _rigl_train(_TINY + ["unit_scaled_init.scale = 1e999"]), ValueError,
+     r"`unit_scaled_init.scale` must be a finite number"),
+    ("rigl-train", "mask_init_path pointing at a dense run", _dense_mask_run, ValueError,
+     r"start at sparsity 0.0000, far below the configured 0.9: the masks loaded from "
+     r"`network.mask_init_path`="),
+    ("rigl-train", "min_active larger than the layers",
+     _rigl_train(_TINY + ["sparsity.min_active = 100000"]), ValueError,
+     r"far below the configured 0.9: `sparsity.min_active`=100000"),
+    ("rigl-train", "pruning that starts after training ends",
+     _rigl_train(_TINY + ["mask_updater.update_alg = ''", "sparsity.sparsity = 0.0",
+                          "pruning.final_sparsity = 0.9", "pruning.begin_step = 3000"]),
+     ValueError, r"`pruning.begin_step`=3000 is at or past `training.total_steps`=4"),
+    ("rigl-train", "gradual pruning ending after training ends",
+     _rigl_train(_TINY + ["mask_updater.update_alg = ''", "sparsity.sparsity = 0.0",
+                          "pruning.final_sparsity = 0.9", "pruning.mode = 'prune'",
+                          "pruning.begin_step = 1", "pruning.end_step = 7000"]),
+     ValueError, r"`pruning.end_step`=7000 is past `training.total_steps`=4"),
+    ("SparseWrapper", "loading a .keras file whose masks hold 0.5", _half_mask_keras_file,
+     ValueError, r"saved mask .* must contain only 0 and 1, got 64 other values \(e.g. 0.5\)"),
+    ("export", "SavedModel export into a directory holding other files", _export_into_user_dir,
+     FileExistsError, r"`path`=.* is an existing directory holding other files \(notes.txt\)"),
+    ("export", "compressed save onto a directory holding other files",
+     _compressed_into_user_dir, FileExistsError,
+     r"`path`=.* is an existing directory holding other files \(notes.txt\)"),
+    ("rigl-lottery", "IMP run directory in use by another process", _imp_run_dir_in_use,
+     RuntimeError, r"IMP run directory '.*' is in use by process \d+"),
+    ("rigl-lottery", "damaged config.json in the run directory", _imp_damaged("config.json"),
+     ValueError, r"'.*config.json' is damaged \(not valid JSON"),
+    ("rigl-lottery", "damaged mask.npz of a finished level",
+     _imp_damaged(os.path.join("level_00", "mask.npz")), ValueError,
+     r"'.*level_00/mask.npz' is damaged \(not a readable .npz archive"),
+    ("tools", "output directory that is a file",
+     _tool("distances", "--checkpoint", "x", "--checkpoint", "y", "--out_dir",
+           lambda: _corrupt_file("out", b"a file")), SystemExit,
+     r"error: --out_dir: .* is a file; give a directory"),
+    ("tools", "similarity --out naming a directory with other files (left unchanged)",
+     _tool("similarity", "--method", "A=x,y", "--out", _dir_with_user_files, "--overwrite"),
+     SystemExit, r"error: --out: .* is a directory; give a file path"),
 ]

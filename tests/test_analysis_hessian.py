@@ -63,7 +63,7 @@ def _eager_gradient(model, data):
     return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "split"])  # tanh: no split
 @pytest.mark.parametrize("spectrum", SPECTRA)
 def test_hessian_equals_nested_tape(method, spectrum):
     model, masks, data = _tiny()

@@ -141,6 +141,34 @@ def test_hessian(logdir, tmp_path, capsys):
     assert _files(out) == files
 
 
+@pytest.mark.slow
+def test_hessian_trajectory_over_the_whole_training_set(logdir, tmp_path, capsys):
+    """--trajectory (Fig. 11a) with --num_examples 0: every training example, every step."""
+    from rigl_tf.analysis.hessian import hessian
+
+    tool = _tool("hessian")
+    out = str(tmp_path / "t")
+    argv = ["--trajectory", f"rigl={logdir}", "--steps", "0,20", "--num_examples", "0",
+            "--batch_size", "500", "--out_dir", out]
+    assert tool.main(argv) == 0
+    table = json.load(open(os.path.join(out, "trajectory.json")))
+    assert table["rigl"]["steps"] == [0, 20]
+    assert os.path.exists(os.path.join(out, "negative_eigenvalue.png"))
+    run = runs.load_run(logdir)
+    x, y = tool._arrays(run.data("train", 0))
+    run.restore(run.prefix(20))
+    # The independent check uses the generic product method on all examples at once.
+    matrix, _ = hessian(run.model, (x, y), run.masks(), method="forward_over_reverse",
+                        batch_size=len(x))
+    lowest = np.linalg.eigvalsh(matrix)[0]
+    assert table["rigl"]["min_eigenvalue"][1] == pytest.approx(lowest, abs=1e-6)
+    assert table["rigl"]["abs_min_negative_eigenvalue"][1] == pytest.approx(max(-lowest, 0),
+                                                                             abs=1e-6)
+    summary = json.load(open(os.path.join(out, "rigl_step_20.json")))
+    assert summary["num_examples"] == 0 and summary["method_used"] == "split"
+    assert not [f for f in os.listdir(os.path.join(out, "jobs")) if f.endswith(".partial.npz")]
+
+
 def test_hessian_slq_and_errors(logdir, tmp_path, capsys):
     tool = _tool("hessian")
     out = str(tmp_path / "h")
@@ -289,3 +317,18 @@ def test_plot_runs(logdir, tmp_path, capsys):
                                      out + "x"]))
     assert "--tag" in line and "'nope'" in line
     assert not os.path.exists(out + "x")
+
+
+def test_progress_lines_with_eta(logdir, tmp_path, capsys):
+    """--progress=lines: a status line on stderr, the last one for all evaluated points."""
+    tool = _tool("interpolate")
+    argv = ["--start", f"{logdir}:0", "--end", logdir, "--num_alphas", "3",
+            "--num_examples", "50", "--out_dir", str(tmp_path), "--progress", "lines"]
+    assert tool.main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ln.startswith("interpolate ")]
+    # alphas: linspace(-0.2, 1.2, 3) plus 0 and 1 -> 5 points.
+    assert lines[0].startswith("interpolate 1/5 20% ") and "ETA" in lines[0]
+    assert lines[-1].startswith("interpolate 5/5 100% ")
+    assert tool.main(argv[:-2] + ["--overwrite", "--progress", "off"]) == 0
+    assert "interpolate 1/5" not in capsys.readouterr().err

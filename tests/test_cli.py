@@ -131,3 +131,17 @@ def test_import_tensorflow_hides_startup_noise_unless_asked():
     # The user's own level is kept (this machine's TensorFlow prints its CPU/CUDA notes).
     if "cudart_stub" in loud.stderr or "cpu_feature_guard" in loud.stderr:
         assert "I0000" in loud.stderr
+
+
+def test_rigl_lottery_help_lists_its_flags_without_importing_tensorflow():
+    code = ("import sys; sys.argv[0] = 'rigl-lottery'\n"
+            "from rigl_tf.commands import lottery\n"
+            "try:\n    lottery.run()\nexcept SystemExit:\n    pass\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'NO-TF')")
+    proc = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True,
+                          text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    for flag in ("--gin_config:", "--root_dir:", "--run_dir:", "--strategy:"):
+        assert flag in out, out[-2000:]
+    assert "Parent directory of run directories" in out
+    assert proc.stdout.strip().endswith("NO-TF"), out[-2000:]

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from rigl_tf.experiments import datasets
@@ -303,3 +304,89 @@ def test_missing_tfds_dataset_explains_how_to_provide_it(tmp_path):
     assert str(tmp_path) in message
     assert "tfds build cifar10" in message
     assert "digits" in message and "mnist_idx" in message
+
+
+# ------------------------------------------------- tfds preprocessing on known pixel values
+def _records(images, labels, encode=False):
+    """A `tfds.testing.mock_data(as_dataset_fn=...)` returning these exact records."""
+
+    def as_dataset_fn(builder, split, decoders=None, read_config=None, **kwargs):
+        imgs = images
+        if decoders is not None or encode:  # ImageNet keeps JPEG strings (SkipDecoding)
+            imgs = [tf.io.encode_jpeg(tf.constant(i), quality=100, chroma_downsampling=False)
+                    .numpy() for i in images]
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": np.stack(imgs) if not isinstance(imgs[0], bytes) else np.array(imgs),
+             "label": np.asarray(labels, np.int64)})
+
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset_fn)
+
+
+def test_tfds_cifar10_standardization_constants_by_hand():
+    # Channel values 51, 102, 204 = 0.2, 0.4, 0.8 of 255; CIFAR-10 mean (0.4914, 0.4822,
+    # 0.4465), std (0.2470, 0.2435, 0.2616): (0.2 - 0.4914) / 0.2470 = -1.179757, ...
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 51, 102, 204
+    with _records([image, 255 - image], [3, 7]):
+        images, labels = next(iter(datasets.get_dataset("cifar10", "test", 2)))
+    np.testing.assert_array_equal(labels.numpy(), [3, 7])
+    want = np.array([-1.179757, -0.337577, 1.351300], np.float32)
+    np.testing.assert_allclose(images.numpy()[0], np.broadcast_to(want, (32, 32, 3)), atol=1e-5)
+    # 255 - (51, 102, 204) = (204, 153, 51): (0.8 - 0.4914) / 0.2470 = 1.249393, ...
+    want2 = np.array([1.249393, 0.483778, -0.942278], np.float32)
+    np.testing.assert_allclose(images.numpy()[1], np.broadcast_to(want2, (32, 32, 3)), atol=1e-5)
+
+
+def test_tfds_mnist_unit_and_standardize_by_hand():
+    image = np.zeros((28, 28, 1), np.uint8)
+    image[3:9, 4:20] = 255
+    image[20, 20] = 51
+    with _records([image], [5]):
+        unit = next(iter(datasets.get_dataset("mnist", "test", 1)))[0].numpy()[0]
+        std = next(iter(datasets.get_dataset("mnist", "test", 1,
+                                              normalization="standardize")))[0].numpy()[0]
+    want = image.astype(np.float32) / 255.0
+    np.testing.assert_allclose(unit, want, atol=1e-7)
+    # MNIST mean 0.1307, std 0.3081: 0 -> -0.424213, 1 -> 2.821487, 0.2 -> 0.224927.
+    assert std[0, 0, 0] == pytest.approx(-0.424213, abs=1e-5)
+    assert std[5, 5, 0] == pytest.approx(2.821487, abs=1e-5)
+    assert std[20, 20, 0] == pytest.approx(0.224927, abs=1e-5)
+
+
+def test_tfds_cifar_augmentation_is_a_padded_crop_and_flip():
+    """Every augmented image is a 32x32 window of the 4-pixel zero-padded original,
+    possibly mirrored; over examples the offsets and both flips all occur."""
+    n = 24
+    ii, jj = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    base = np.stack([1 + (ii * 7 + jj) % 250, 1 + (jj * 5 + ii) % 250,
+                     1 + (ii * jj) % 250], -1).astype(np.uint8)  # no zero pixels
+    with _records([base] * n, list(range(n))):
+        ds = datasets.get_dataset("cifar10", "train", n, shuffle=False, augment=True, seed=3,
+                                  normalization="unit")
+        images = next(iter(ds))[0].numpy()
+    padded = np.pad(base.astype(np.float32) / 255.0, ((4, 4), (4, 4), (0, 0)))
+    seen = set()
+    for out in images:
+        match = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
+                 if np.allclose(out, (lambda w: w[:, ::-1] if flip else w)(
+                     padded[dy:dy + 32, dx:dx + 32]), atol=1e-6)]
+        assert match, "augmented image is not a padded crop (+ flip) of the original"
+        seen.update(match)
+    assert {f for _, _, f in seen} == {0, 1}
+    assert len({(dy, dx) for dy, dx, _ in seen}) > 5
+
+
+def test_tfds_imagenet_eval_takes_the_central_crop():
+    """Evaluation crops the central 224/256 of the shorter side: a 256x256 image with a
+    16-pixel border of another colour gives only the centre colour, standardised with the
+    ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)."""
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[...] = (250, 10, 10)  # border
+    image[16:240, 16:240] = (51, 153, 204)  # centre: 0.2, 0.6, 0.8
+    with _records([image], [1]):
+        out = next(iter(datasets.get_dataset("imagenet2012", "test", 1)))[0].numpy()[0]
+    assert out.shape == (224, 224, 3)
+    # (0.2 - 0.485) / 0.229 = -1.244541, (0.6 - 0.456) / 0.224 = 0.642857,
+    # (0.8 - 0.406) / 0.225 = 1.751111; JPEG (quality 100) rounding: +-3/255/std.
+    want = np.array([-1.244541, 0.642857, 1.751111], np.float32)
+    np.testing.assert_allclose(out, np.broadcast_to(want, out.shape), atol=3 / 255 / 0.224)

@@ -8,24 +8,26 @@ import pytest
 
 import rigl_tf
 from rigl_tf.experiments import models as models_lib
+from rigl_tf.experiments.config import make_spec
 from rigl_tf.lottery import IMPConfig, IMPRun, branches, layout
 
-CONFIG = IMPConfig(network="mlp", dataset="digits", model_kwargs={"hidden_sizes": [24]},
-                   train_steps=6, batch_size=32, learning_rate=0.05, rewinding="step",
-                   rewind_step=2)
+CONFIG = IMPConfig(rewinding="step", rewind_step=2)
+SPEC = make_spec(network={"network_name": "mlp", "hidden_sizes": (24,)},
+                 data={"dataset_name": "digits"}, training={"total_steps": 6, "batch_size": 32},
+                 optimizer={"learning_rate": 0.05})
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("imp") / "run")
-    IMPRun(CONFIG, run_dir=directory).run(2)
+    IMPRun(CONFIG, SPEC, run_dir=directory).run(2)
     keras.backend.clear_session()
     return directory
 
 
 @pytest.fixture
 def run(run_dir):
-    return IMPRun(CONFIG, run_dir=run_dir)  # resumes: no training
+    return IMPRun(CONFIG, SPEC, run_dir=run_dir)  # resumes: no training
 
 
 def test_lottery_is_rewind_point_times_mask(run):

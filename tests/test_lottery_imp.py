@@ -1,4 +1,5 @@
-"""IMP driver: exact densities, rewinding, resumption, run directories and bad input."""
+"""IMP driver: exact densities, rewinding, resumption, run directories, bad input, and
+the trainer it shares with rigl-train (checkpoints inside a level, shared vocabulary)."""
 
 import json
 import os
@@ -6,19 +7,26 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import rigl_tf
-from rigl_tf.lottery import IMPConfig, IMPRun, RunDirConflictError, layout
+from rigl_tf.experiments.config import make_spec
+from rigl_tf.lottery import IMPConfig, IMPRun, RunDirConflictError, check_spec, layout
 from rigl_tf.sparsity.distributions import num_active
 
 T = 6  # training steps per level: tiny
 
 
+def _spec(training=None, optimizer=None, network=None):
+    return make_spec(
+        training={"total_steps": T, "batch_size": 32, **(training or {})},
+        optimizer={"learning_rate": 0.05, **(optimizer or {})},
+        network={"network_name": "mlp", "hidden_sizes": (16,), **(network or {})},
+        data={"dataset_name": "digits"})
+
+
 def _config(**kwargs):
-    base = dict(network="mlp", dataset="digits", model_kwargs={"hidden_sizes": [16]},
-                train_steps=T, batch_size=32, learning_rate=0.05)
-    base.update(kwargs)
-    return IMPConfig(**base)
+    return IMPConfig(**kwargs)
 
 
 class _StartRecorder(keras.callbacks.Callback):
@@ -33,12 +41,12 @@ class _StartRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.fits.append(self.run.stage)
         if self.run.stage not in self.starts:
-            self.starts[self.run.stage] = {v.path: v.numpy() for v in self.run.model.weights}
+            self.starts[self.run.stage] = {v.path: v.numpy() for v in self.model.weights}
 
 
-def _run(config, directory, recorder=None):
+def _run(config, directory, recorder=None, spec=None):
     recorder = recorder or _StartRecorder()
-    run = IMPRun(config, run_dir=str(directory), callbacks=[recorder])
+    run = IMPRun(config, spec or _spec(), run_dir=str(directory), callbacks=[recorder])
     recorder.run = run
     return run, recorder
 
@@ -156,23 +164,32 @@ def test_adaptive_ratio_and_repellent_loss_in_a_run(tmp_path):
 
 
 def test_run_name_and_directory_conflict(tmp_path):
-    config = IMPConfig(network="lenet5", dataset="fashion_mnist_idx", rewinding="step",
-                       rewind_step=100)
-    assert config.run_name() == "imp_lenet5_fashion_mnist_idx_p0.2_rewind-step100_global"
-    assert _config(scope="layerwise").run_name() == (
-        "imp_mlp_digits_p0.2_rewind-init_layerwise_hidden_sizes16_train_steps6_batch_size32_"
-        "learning_rate0.05")
+    config = IMPConfig(rewinding="step", rewind_step=100)
+    lenet = make_spec(network={"network_name": "lenet5"},
+                      data={"dataset_name": "fashion_mnist_idx", "data_dir": "/somewhere"})
+    assert config.run_name(lenet) == "imp_lenet5_fashion_mnist_idx_p0.2_rewind-step100_global"
+    assert _config(scope="layerwise").run_name(_spec()) == (
+        "imp_mlp_digits_p0.2_rewind-init_layerwise_total_steps6_batch_size32_"
+        "learning_rate0.05_hidden_sizes16")
+    # A parameter name two sections share is qualified by its section.
+    assert "_network-weight_decay0.001_" in _config().run_name(
+        _spec(network={"weight_decay": 0.001}))
     assert IMPConfig.from_dict(config.to_dict()) == config
-    run = IMPRun(_config(), root_dir=str(tmp_path))
-    assert run.run_dir == str(tmp_path / _config().run_name())
+    run = IMPRun(_config(), _spec(), root_dir=str(tmp_path))
+    assert run.run_dir == str(tmp_path / _config().run_name(_spec()))
     with pytest.raises(RunDirConflictError,
                        match=r"different configuration \(prune_fraction: run dir has 0.2, "
                              r"this run has 0.5\)"):
-        IMPRun(_config(prune_fraction=0.5), run_dir=run.run_dir)
+        IMPRun(_config(prune_fraction=0.5), _spec(), run_dir=run.run_dir)
+    with pytest.raises(RunDirConflictError,
+                       match=r"optimizer.learning_rate: run dir has 0.05, this run has 0.1"):
+        IMPRun(_config(), _spec(optimizer={"learning_rate": 0.1}), run_dir=run.run_dir)
+    # Checkpoint / logging frequencies do not change what is trained: same run.
+    IMPRun(_config(), _spec(training={"save_freq": 3, "log_freq": 2}), run_dir=run.run_dir)
     foreign = tmp_path / "foreign"
     os.makedirs(foreign / "level_00")
     with pytest.raises(RunDirConflictError, match="no config.json"):
-        IMPRun(_config(), run_dir=str(foreign))
+        IMPRun(_config(), _spec(), run_dir=str(foreign))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -183,32 +200,108 @@ def test_run_name_and_directory_conflict(tmp_path):
     ({"rewinding": "late"}, r"`rewinding` must be one of 'init', 'step', 'lr', 'none', got"),
     ({"rewinding": "init", "rewind_step": 3}, r"`rewind_step`=3.*rewinding='init'"),
     ({"scope": "neuron"}, r"Unknown pruning `scope` 'neuron'"),
-    ({"network": "alexnet"}, r"`network` must be one of .*'mlp'.*got 'alexnet'"),
-    ({"learning_rate": 0}, r"`learning_rate` must be a finite number > 0"),
+    ({"finetune_learning_rate": 0}, r"`finetune_learning_rate` must be a finite number > 0"),
 ])
 def test_bad_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _config(**kwargs)
 
 
+@pytest.mark.parametrize("sections,match", [
+    ({"sparsity": {"sparsity": 0.5}}, r"`sparsity.sparsity`=0.5 is not used by IMP"),
+    ({"mask_updater": {"update_alg": "rigl"}}, r"`mask_updater.update_alg`='rigl' is not "
+                                               r"used by IMP"),
+    ({"network": {"mask_init_path": "/x"}}, r"`network.mask_init_path`='/x' is not used"),
+])
+def test_training_settings_that_contradict_imp(sections, match):
+    with pytest.raises(ValueError, match=match):
+        check_spec(make_spec(**sections))
+    with pytest.raises(ValueError, match=r"`network.network_name` must be one of .*'mlp'"):
+        make_spec(network={"network_name": "alexnet"})
+
+
 def test_rewind_step_past_the_end_of_training(tmp_path):
     with pytest.raises(ValueError, match=r"`rewind_step`=6 \(step 6\) is past the end of "
                                          r"training: it must be < the 6 training steps"):
-        IMPRun(_config(rewinding="step", rewind_step=T), run_dir=str(tmp_path / "a"))
-    with pytest.raises(ValueError, match=r"`rewind_epochs`=2.*past the end"):
-        IMPRun(_config(rewinding="step", rewind_epochs=2.0, train_epochs=1.0),
+        IMPRun(_config(rewinding="step", rewind_step=T), _spec(), run_dir=str(tmp_path / "a"))
+    # digits: 1437 training examples // 32 = 44 steps per epoch; 1 epoch = step 44.
+    with pytest.raises(ValueError, match=r"`rewind_epochs`=1.0 \(step 44\).*past the end"):
+        IMPRun(_config(rewinding="step", rewind_epochs=1.0), _spec(training={"total_steps": 44}),
                run_dir=str(tmp_path / "b"))
     assert not os.path.exists(tmp_path / "a")  # nothing written for a refused config
 
 
 def test_levels_out_of_order_and_unfinished_reads(tmp_path):
-    run = IMPRun(_config(), run_dir=str(tmp_path))
+    run = IMPRun(_config(), _spec(), run_dir=str(tmp_path))
     with pytest.raises(ValueError, match="needs level 1 to be finished"):
         run.run_level(2)
     with pytest.raises(ValueError, match="not finished"):
         run.metrics(0)
     with pytest.raises(ValueError, match="`levels` must be an int >= 0"):
         run.run(-1)
+
+
+def _ckpt_steps(logdir):
+    return sorted(int(p.rsplit("-", 1)[1][:-len(".index")])
+                  for p in os.listdir(logdir) if p.startswith("ckpt-") and p.endswith(".index"))
+
+
+def test_levels_are_trained_by_the_trainer_with_checkpoints_inside(tmp_path):
+    constant = {"schedule": "constant"}
+    spec = _spec(training={"save_freq": 2, "log_freq": 2}, optimizer=constant)
+    run, _ = _run(_config(rewinding="step", rewind_step=3), tmp_path / "a", spec=spec)
+    run.run(1)
+    # Level 0: step 0, every 2 steps, the rewind point K = 3 and the end T = 6.
+    train0 = os.path.join(run.level_dir(0), "train")
+    assert _ckpt_steps(train0) == [0, 2, 3, 4, 6]
+    # Level 1 starts at K = 3: its first checkpoint is step 3.
+    train1 = os.path.join(run.level_dir(1), "train")
+    assert _ckpt_steps(train1) == [3, 4, 6]
+    for d in (train0, train1):
+        assert os.path.exists(os.path.join(d, "results.json"))
+        assert os.listdir(os.path.join(d, "summaries"))
+        assert "rigl-lottery training" in open(os.path.join(d, "operative_config.gin")).read()
+    assert run.metrics(1)["resumed_from_step"] is None
+    # theta_K is the weights after exactly K steps: the solution of a 3-step dense run with
+    # the same (constant) learning rate, init and data order.
+    short, _ = _run(_config(), tmp_path / "b",
+                    spec=_spec(training={"total_steps": 3}, optimizer=constant))
+    short.run_level(0)
+    theta_k = run.read_weights(0, "rewind")
+    after_3 = short.read_weights(0, "solution")
+    np.testing.assert_array_equal(run.read_weights(0, "start")["sparse_dense/dense/kernel"],
+                                  short.read_weights(0, "start")["sparse_dense/dense/kernel"])
+    assert set(after_3) <= set(theta_k)
+    for path, value in after_3.items():
+        np.testing.assert_array_equal(theta_k[path], value, err_msg=path)
+    assert not np.array_equal(theta_k["sparse_dense/dense/kernel"],
+                              run.read_weights(0, "start")["sparse_dense/dense/kernel"])
+
+
+def test_weight_decay_from_the_shared_vocabulary_changes_a_level_as_predicted(tmp_path):
+    # One plain-SGD step at a constant rate lr: the L2 penalty wd * sum(w**2) on kernels
+    # adds -lr * 2 * wd * w0 to each kernel and nothing to the biases.
+    lr, wd = 0.05, 0.01
+    sgd = {"name": "sgd", "schedule": "constant", "learning_rate": lr}
+    solutions, starts = [], []
+    for decay in (0.0, wd):
+        spec = _spec(training={"total_steps": 1}, optimizer=sgd,
+                     network={"weight_decay": decay})
+        run, _ = _run(_config(), tmp_path / f"wd{decay}", spec=spec)
+        run.run_level(0)
+        solutions.append(run.read_weights(0, "solution"))
+        starts.append(run.read_weights(0, "start"))
+    kernels = [w.path for _, w, _ in rigl_tf.masked_weights(run.model)]
+    assert len(kernels) == 2
+    for path, w0 in starts[0].items():
+        np.testing.assert_array_equal(starts[1][path], w0)  # same theta_0
+        change = solutions[1][path] - solutions[0][path]
+        if path in kernels:
+            expected = -lr * 2.0 * wd * w0
+            assert np.abs(expected).max() > 1e-5
+            np.testing.assert_allclose(change, expected, rtol=0, atol=1e-7, err_msg=path)
+        else:
+            np.testing.assert_array_equal(change, 0.0 * change, err_msg=path)
 
 
 class _AfterStep(keras.callbacks.Callback):
@@ -230,7 +323,7 @@ def test_pruned_weights_are_lowest_magnitudes_at_every_level(tmp_path):
     as seen by a callback."""
     K = 2
     recorder = _AfterStep(K)
-    run = IMPRun(_config(scope="global", rewinding="step", rewind_step=K),
+    run = IMPRun(_config(scope="global", rewinding="step", rewind_step=K), _spec(),
                  run_dir=str(tmp_path), callbacks=[recorder])
     run.run(2)
     theta_k = run.read_weights(0, "rewind")
@@ -252,3 +345,70 @@ def test_pruned_weights_are_lowest_magnitudes_at_every_level(tmp_path):
         want[order[:expected_total[level]]] = True
         got = np.concatenate([new[k].reshape(-1) for k in keys]) > 0
         np.testing.assert_array_equal(got, want, err_msg=f"level {level}")
+
+
+@pytest.mark.slow
+def test_a_level_under_a_strategy_and_mixed_precision(tmp_path):
+    # The trainer's strategy and dtype policy reach IMP levels: the mirrored level trains
+    # on every logical CPU (2 in tests/conftest.py) and bfloat16 compute changes the result;
+    # the trainer records both.
+    runs = {}
+    for name, strategy, policy in (("default", "default", "float32"),
+                                   ("mirrored", "mirrored", "float32"),
+                                   ("bf16", "default", "mixed_bfloat16")):
+        spec = _spec(training={"mixed_precision": policy})
+        run = IMPRun(_config(), spec, run_dir=str(tmp_path / name), strategy=strategy)
+        run.run_level(0)
+        runs[name] = run
+    kernel = "sparse_dense/dense/kernel"
+    solution = {k: r.read_weights(0, "solution")[kernel] for k, r in runs.items()}
+    start = runs["default"].read_weights(0, "start")[kernel]
+    assert not np.array_equal(solution["default"], start)
+    assert not np.array_equal(solution["mirrored"], start)
+    assert np.abs(solution["bf16"] - solution["default"]).max() > 1e-6
+
+    def results(name):
+        with open(os.path.join(runs[name].level_dir(0), "train", "results.json")) as f:
+            return json.load(f)
+
+    devices = len(tf.config.list_logical_devices("CPU"))
+    assert (results("mirrored")["strategy"], results("mirrored")["replicas"]) == (
+        "mirrored", devices)
+    assert results("default")["replicas"] == 1
+    assert results("bf16")["mixed_precision"] == "mixed_bfloat16"
+    assert "mixed_precision" not in results("default")
+    with pytest.raises(ValueError, match=r"`strategy` must be one of 'default', 'mirrored', "
+                                         r"'tpu', got 'multi_worker'"):
+        IMPRun(_config(), _spec(), run_dir=str(tmp_path / "mw"), strategy="multi_worker")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process's work (like a kill) once the optimizer reaches ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt(f"interrupted at step {self.step}")
+
+
+def test_interrupted_dense_level_resumes_with_its_loss_record(tmp_path):
+    # The adaptive rule's noise estimate (the per-batch losses of level 0's last epoch) is
+    # checkpointed with the level, so a level interrupted at step 4 and resumed records
+    # the same 6 losses as an uninterrupted one.
+    spec = _spec(training={"save_freq": 2, "log_freq": 3, "deterministic": True})
+    ref, _ = _run(_config(), tmp_path / "ref", spec=spec)
+    ref.run_level(0)
+    run = IMPRun(_config(), spec, run_dir=str(tmp_path / "cut"), callbacks=[_Interrupt(4)])
+    with pytest.raises(KeyboardInterrupt):
+        run.run_level(0)
+    assert not run.is_finished(0)
+    resumed, _ = _run(_config(), tmp_path / "cut", spec=spec)
+    metrics = resumed.run_level(0)
+    assert metrics["resumed_from_step"] == 4
+    want = ref.metrics(0)["last_epoch_losses"]
+    assert len(want) == T and metrics["last_epoch_losses"] == want
+    for path, value in ref.read_weights(0, "solution").items():
+        np.testing.assert_array_equal(resumed.read_weights(0, "solution")[path], value)

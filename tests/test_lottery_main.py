@@ -10,7 +10,7 @@ from rigl_tf.lottery import main as lottery_main
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "lottery")
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "*.gin")))
-TINY = ["imp.model_kwargs = {'hidden_sizes': (16,)}", "imp.train_steps = 5",
+TINY = ["network.hidden_sizes = (16,)", "training.total_steps = 5",
         "lottery_run.levels = 1", "lottery_run.branches = ['lottery', 'shuffle_mask']"]
 
 
@@ -21,17 +21,19 @@ def test_every_lottery_config_parses_and_builds():
     assert "quickstart_imp.gin" in names
     for path in ALL:
         lottery_main.parse([path])
-        config = lottery_main.imp()
-        spec = lottery_main.lottery_run()
+        config, train_spec, spec = lottery_main.resolve()
         assert isinstance(config, IMPConfig)
         assert config.prune_fraction == 0.2, path
         assert config.rewinding == ("step" if path.endswith("_step.gin") else "init"), path
+        dataset = train_spec.data.dataset_name
         if "fashion_mnist" in path:
-            assert config.dataset == "fashion_mnist_idx", path
+            assert dataset == "fashion_mnist_idx", path
         if path.endswith("quickstart_imp.gin"):
-            assert config.dataset == "digits" and spec.levels == 3
+            assert dataset == "digits" and spec.levels == 3
         else:
-            assert spec.levels == 10, path
+            # 10 epochs of 60000 examples at batch 128 per level.
+            assert spec.levels == 10 and train_spec.training.total_steps == 4680, path
+            assert train_spec.training.batch_size == 128, path
 
 
 @pytest.mark.slow
@@ -51,8 +53,18 @@ def test_tiny_run_resumes_and_refuses_another_config(tmp_path, capsys):
 
 
 def test_gin_errors_name_the_parameter():
-    with pytest.raises(ValueError, match="trian_steps"):
-        lottery_main.parse([], ["imp.trian_steps = 3"])
+    with pytest.raises(ValueError, match=r"Unknown parameter `imp.prune_fractoin`. Did you "
+                                         r"mean prune_fraction\?"):
+        lottery_main.parse([], ["imp.prune_fractoin = 3"])
+    # The former IMP names of shared parameters point to rigl-train's vocabulary.
+    with pytest.raises(ValueError, match=r"`imp.train_steps` is now `training.total_steps`"):
+        lottery_main.parse([], ["imp.train_steps = 3"])
+    with pytest.raises(ValueError, match=r"`imp.learning_rate` is now "
+                                         r"`optimizer.learning_rate`"):
+        lottery_main.parse([], ["imp.learning_rate = 0.1"])
+    lottery_main.parse([], ["sparsity.sparsity = 0.9"])
+    with pytest.raises(ValueError, match=r"`sparsity.sparsity`=0.9 is not used by IMP"):
+        lottery_main.resolve()
     lottery_main.parse([], ["imp.prune_fraction = 1.5"])
     with pytest.raises(ValueError, match="`prune_fraction`.*1.5"):
         lottery_main.imp()

@@ -492,6 +492,33 @@ def test_gradual_magnitude_pruning(scope):
         assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
 
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_magnitude_pruning_keeps_the_largest_weights(scope):
+    """With a learning rate of 0 the weights never move, so the pruned mask must be the
+    numpy top-k of the initial |w|: per layer (round(0.4 * n) of 108, 2304, 120 =
+    43, 922, 48) or over all 2532 weights together (1013)."""
+    model = rigl_tf.sparsify(_net(), 0.0, "uniform")
+    w0 = {k: w.numpy().copy() for k, w, _ in rigl_tf.masked_weights(model)}
+    pruner = U.MagnitudePruning("oneshot", final_sparsity=0.6, begin_step=1, scope=scope)
+    loop = _Loop(model, rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.0), pruner))
+    x, y = _data(8)
+    for _ in range(4):
+        loop.step(x, y)
+    masks = rigl_tf.get_masks(model)
+    keys = ["conv/kernel", "fc1/kernel", "fc2/kernel"]
+    if scope == "layerwise":
+        for k, count in zip(keys, (43, 922, 48)):
+            want = np.zeros(w0[k].size, bool)
+            want[np.argsort(-np.abs(w0[k]).reshape(-1), kind="stable")[:count]] = True
+            np.testing.assert_array_equal(masks[k].reshape(-1) > 0, want, err_msg=k)
+    else:
+        flat = np.concatenate([np.abs(w0[k]).reshape(-1) for k in keys])
+        want = np.zeros(flat.size, bool)
+        want[np.argsort(-flat, kind="stable")[:1013]] = True
+        got = np.concatenate([masks[k].reshape(-1) for k in keys]) > 0
+        np.testing.assert_array_equal(got, want)
+
+
 def test_pruning_with_erk_targets_and_random_pruning():
     model = rigl_tf.sparsify(_net(), 0.0, "uniform")
     pruner = U.RandomPruning("oneshot", final_sparsity=0.8, begin_step=1, distribution="erk")

@@ -347,3 +347,164 @@ def test_save_compressed_into_a_directory_removes_nothing(tmp_path):
     assert _tree(target) == files
     path = compressed.save_compressed(_sparse_mlp(), os.path.join(target, "w.npz"))
     assert os.path.isfile(path) and _tree(target)["notes.txt"] == b"notes"
+
+
+# --------------------------------------------------------------------------- 5. validation
+
+
+def _first_mask_dataset(h5):
+    """Path of the first SparseWrapper's own variable (its mask) in a .keras weights file."""
+    names = []
+    h5.visit(names.append)
+    return next(n for n in names if "sparse_wrapper" in n and "/layer/" not in n
+                and n.endswith("/vars/0"))
+
+
+def _keras_file_with_mask_value(tmp_path, value):
+    """A .keras file of a sparse model whose first mask holds ``value`` everywhere."""
+    import zipfile
+
+    import h5py
+
+    path = str(tmp_path / "model.keras")
+    _sparse_mlp().save(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    weights = str(tmp_path / "w.h5")
+    with open(weights, "wb") as f:
+        f.write(parts["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        mask = f[_first_mask_dataset(f)]
+        mask[...] = np.full(mask.shape, value, mask.dtype)
+    with open(weights, "rb") as f:
+        parts["model.weights.h5"] = f.read()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_keras_file_with_half_masks_is_refused_on_load(tmp_path):
+    import rigl_tf  # noqa: F401  (registers SparseWrapper)
+
+    ok = keras.models.load_model(_keras_file_with_mask_value(tmp_path, 1.0))
+    assert ok.layers[0].masks[0].numpy().min() == 1.0  # the file surgery itself is sound
+    with pytest.raises(ValueError, match=r"saved mask .* of layer 'h' must contain only 0 "
+                                         r"and 1, got 24 other values \(e.g. 0.5\)"):
+        keras.models.load_model(_keras_file_with_mask_value(tmp_path, 0.5))
+
+
+@pytest.mark.parametrize("binding, pattern", [
+    ("network.hidden_sizes = (-3, 16)", r"`network.hidden_sizes` must be a tuple of positive"),
+    ("network.hidden_sizes = (0, 16)", r"`network.hidden_sizes` must be a tuple of positive"),
+    ("network.use_batch_norm = 'no'", r"`network.use_batch_norm` must be True or False, "
+                                      r"got 'no'"),
+    ("data.augment = 'no'", r"`data.augment` must be True or False, got 'no'"),
+    ("data.normalization = 'bogus'", r"`data.normalization` must be one of 'unit', "
+                                     r"'standardize'; got 'bogus'"),
+    ("network.noise_stddev = 1e999", r"`network.noise_stddev` must be a finite number"),
+    ("unit_scaled_init.scale = 1e999", r"`unit_scaled_init.scale` must be a finite number"),
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_bad_values_fail_before_any_write_and_in_dry_runs(tmp_path, binding, pattern,
+                                                          dry_run):
+    logdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=pattern):
+        train.run_experiment([QUICKSTART], TINY + [binding], logdir=logdir, verbose=0,
+                             dry_run=dry_run)
+    assert not os.path.exists(logdir)
+
+
+def test_masks_denser_than_configured_are_refused(tmp_path):
+    dense = str(tmp_path / "dense")
+    train.run_experiment([QUICKSTART], TINY + ["sparsity.sparsity = 0.0",
+                                               "mask_updater.update_alg = ''"],
+                         logdir=dense, verbose=0)
+    logdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"start at sparsity 0.0000, far below the configured "
+                                         r"0.9: the masks loaded from "
+                                         r"`network.mask_init_path`="):
+        train.run_experiment([QUICKSTART], TINY + [f"network.mask_init_path = '{dense}'"],
+                             logdir=logdir, verbose=0)
+    assert not os.path.exists(logdir)
+    with pytest.raises(ValueError, match=r"far below the configured 0.9: "
+                                         r"`sparsity.min_active`=100000"):
+        train.run_experiment([QUICKSTART], TINY + ["sparsity.min_active = 100000"],
+                             logdir=logdir, verbose=0, dry_run=True)
+
+
+@pytest.mark.parametrize("bindings, pattern", [
+    (["pruning.final_sparsity = 0.9", "pruning.begin_step = 3000", "pruning.end_step = 7000"],
+     r"`pruning.begin_step`=3000 is at or past `training.total_steps`=6: .* never start"),
+    (["pruning.final_sparsity = 0.9", "pruning.mode = 'prune'", "pruning.begin_step = 2",
+      "pruning.end_step = 7000"],
+     r"`pruning.end_step`=7000 is past `training.total_steps`=6"),
+])
+def test_pruning_that_cannot_reach_its_target_is_refused(tmp_path, bindings, pattern):
+    logdir = str(tmp_path / "run")
+    base = TINY + ["mask_updater.update_alg = ''", "sparsity.sparsity = 0.0"]
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=pattern):
+            train.run_experiment([QUICKSTART], base + bindings, logdir=logdir, verbose=0,
+                                 dry_run=dry_run)
+    assert not os.path.exists(logdir)
+
+
+class _Overflow(keras.callbacks.Callback):
+    """Finite but huge last-layer weights: the test loss overflows to inf/NaN."""
+
+    def on_train_end(self, logs=None):
+        kernel = self.model.layers[-1].layer.kernel
+        kernel.assign(np.full(kernel.shape, 3e38, "float32"))
+
+
+def test_nonfinite_metrics_are_written_as_valid_json(tmp_path):
+    logdir = str(tmp_path / "run")
+    out = train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0,
+                               extra_callbacks=[_Overflow()])
+    with open(os.path.join(logdir, "results.json")) as f:
+        text = f.read()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert data["status"] == "completed_nonfinite_metrics"
+    assert "test_loss" in data["nonfinite_metrics"] and data["test_loss"] is None
+    assert out == data
+
+
+class _FailAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("simulated failure before the first step")
+
+
+def test_new_run_failing_before_its_first_step_leaves_nothing_behind(tmp_path):
+    logdir = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated"):
+        train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0,
+                             extra_callbacks=[_FailAtStart()])
+    assert not os.path.exists(logdir)
+    # The corrected command then runs without --overwrite.
+    assert train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0)["step"] == 6
+    # A user's directory with own files keeps them (and only loses what the run wrote).
+    mine = str(tmp_path / "mine")
+    os.makedirs(mine)
+    with open(os.path.join(mine, "notes.txt"), "w") as f:
+        f.write("x")
+    with pytest.raises(RuntimeError):
+        train.run_experiment([QUICKSTART], TINY, logdir=mine, verbose=0,
+                             extra_callbacks=[_FailAtStart()])
+    assert os.listdir(mine) == ["notes.txt"]
+
+
+def test_hessian_mode_recomputes_a_truncated_eigenvalue_file(tmp_path):
+    logdir = str(tmp_path / "run")
+    small = TINY + ["network.hidden_sizes = (4,)", "hessian.ckpt_ids = (2,)",
+                    "hessian.batch_size = 20"]
+    train.run_experiment([QUICKSTART], small, logdir=logdir, verbose=0)
+    train.run_experiment([QUICKSTART], small, logdir=logdir, verbose=0, mode="hessian")
+    path = os.path.join(logdir, "hessian", "ckpt-2.eigvals.npy")
+    good = np.load(path)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    train.run_experiment([QUICKSTART], small, logdir=logdir, verbose=0, mode="hessian")
+    np.testing.assert_array_equal(np.load(path), good)
+    assert sorted(os.listdir(os.path.join(logdir, "hessian"))) == ["ckpt-2.eigvals.npy"]

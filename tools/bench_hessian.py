@@ -1,19 +1,25 @@
-"""Benchmark: exact sparse-spectrum Hessian of a sparse LeNet5, ours vs. a row-pair baseline.
+"""Benchmark: exact sparse Hessian, ours vs. the reference's row-by-row procedure, all rows.
 
-Ours is `rigl_tf.analysis.hessian` (chunks of basis vectors through vectorised
-forward-over-reverse products, rows limited by symmetry). The baseline does what the
-original RigL analysis code did: for each pair of coordinates, one call computes the
-Jacobian of those two gradient entries w.r.t. all trainable variables (reverse over
-reverse) and keeps the selected columns. Both run compiled (`tf.function`), in the same
-process, on the same batches. The baseline can be timed on a subset of row pairs and
-extrapolated to all rows (reported as `baseline_extrapolated`); eigenvalues are compared on
-the principal submatrix of the rows both computed (all rows when not extrapolated).
+For each model (the paper's LeNet5 at 95% and the MLP 300-100 at 99%, ERK masks, unit-scaled
+sparse init, the first `--examples` Fashion-MNIST training images):
 
-Prints one JSON object.
+* ours: `rigl_tf.analysis.hessian(model, data, method=--method)` called fresh (tracing
+  included), timed once before and once after the reference; the slower run is reported;
+* reference: the procedure of google-research/rigl `rigl_tf2/train.py` (`get_rows` and
+  `sparse_hessian_calculator`) as the paper describes it: all examples in one batch; for each
+  variable (kernels and biases in layer order) and each pair of its active coordinates
+  (`np.array_split` into pairs, `rows_at_once=2`), one compiled call with a persistent tape
+  takes the gradient of the mean loss w.r.t. that variable, multiplies it by the variable's
+  mask, gathers the two entries and computes their non-vectorised `tape.jacobian`
+  (`experimental_use_pfor=False`) w.r.t. all variables, keeping the active columns. Every row
+  is computed; nothing is extrapolated.
+
+Both matrices are symmetrised and their full spectra compared with `numpy.linalg.eigh`.
+Prints one JSON object (per model: wall and CPU seconds, ratios, coordinates, examples, max
+eigenvalue difference relative to the largest |eigenvalue|, load averages).
 """
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -26,267 +32,185 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rigl_tf.analysis import _common  # noqa: E402
-from rigl_tf.analysis.hessian import (  # noqa: E402
-    METHODS,
-    eigenvalues,
-    hessian,
-    select_coordinates,
-    spectrum_summary,
-)
+import rigl_tf  # noqa: E402
+from rigl_tf.analysis.hessian import hessian, wrapper_masks  # noqa: E402
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def lenet5(filters=(20, 50), hidden=500, num_classes=10):
-    """LeNet5 as in the RigL/gradient-flow experiments (28x28x1 input, logits output)."""
+def paper_lenet5(filters=(6, 16), hidden=(120, 84), num_classes=10):
+    """The paper's LeNet5: conv 6 5x5 valid - pool - conv 16 5x5 valid - pool - 120 - 84 - 10."""
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(filters[0], 5, padding="same", activation="relu"),
+            keras.layers.Conv2D(filters[0], 5, activation="relu"),
             keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(filters[1], 5, padding="same", activation="relu"),
+            keras.layers.Conv2D(filters[1], 5, activation="relu"),
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
-            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(hidden[0], activation="relu"),
+            keras.layers.Dense(hidden[1], activation="relu"),
             keras.layers.Dense(num_classes),
         ]
     )
 
 
-def random_masks(model, active_weights, rng):
-    """Masks for every kernel with active counts proportional to kernel size (>= 1 each)."""
-    kernels = [v for v in model.trainable_variables if len(v.shape) > 1]
-    total = sum(int(np.prod(v.shape)) for v in kernels)
-    masks = []
-    for v in model.trainable_variables:
-        if len(v.shape) <= 1:
-            masks.append(None)
+def mlp(hidden=(300, 100), num_classes=10):
+    """The MLP 300-100 on 28x28x1 inputs."""
+    return keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten()]
+        + [keras.layers.Dense(h, activation="relu") for h in hidden]
+        + [keras.layers.Dense(num_classes)]
+    )
+
+
+def load_data(examples, rng):
+    """The first `examples` Fashion-MNIST training images (random images if absent)."""
+    x, y = _read_fashion(examples)
+    if x is None:
+        x = rng.random((examples, 28, 28, 1), dtype=np.float32)
+        y = rng.integers(0, 10, examples).astype(np.int32)
+        return x, y, "random"
+    return x, y, "fashion_mnist"
+
+
+def _read_fashion(examples):
+    import gzip
+
+    images = os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")
+    labels = os.path.join(FASHION_DIR, "train-labels-idx1-ubyte.gz")
+    if not (os.path.exists(images) and os.path.exists(labels)):
+        return None, None
+
+    def read(path):
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+        ndim = data[3]
+        shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+    x = read(images)[:examples].astype(np.float32)[..., None] / 255.0
+    y = read(labels)[:examples].astype(np.int32)
+    return x, y
+
+
+def reference_hessian(model, x, y):
+    """The reference's row-by-row procedure; returns (rows matrix, wall s, cpu s)."""
+    variables = list(model.trainable_variables)
+    masks = [m if m is not None else np.ones(v.shape, np.float32)
+             for v, m in zip(variables, wrapper_masks(model))]
+    masks = [tf.constant(m, v.dtype) for v, m in zip(variables, masks)]
+    loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def get_rows(ind_l, indices, x_batch, y_batch):
+        with tf.GradientTape(persistent=True) as tape:
+            predictions = model(x_batch, training=True)
+            loss = loss_object(y_batch, predictions)
+            (grads,) = tape.gradient(loss, [variables[ind_l]])
+            sparse_grads = grads * masks[ind_l]
+            s_grads = tf.gather(tf.reshape(sparse_grads, [-1]), indices)
+        jac = tape.jacobian(s_grads, variables, experimental_use_pfor=False)
+        parts = []
+        for h, m in zip(jac, masks):
+            keep = tf.broadcast_to(tf.equal(m, 1), h.shape)
+            parts.append(tf.reshape(h[keep], (h.shape[0], -1)))
+        return tf.concat(parts, 1)
+
+    x_batch, y_batch = tf.constant(x), tf.constant(y)
+    rows = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i, m in enumerate(masks):
+        inds = np.flatnonzero(m.numpy().reshape(-1))
+        if len(inds) == 0:
             continue
-        size = int(np.prod(v.shape))
-        count = max(1, int(round(active_weights * size / total)))
-        flat = np.zeros(size, np.float32)
-        flat[rng.choice(size, count, replace=False)] = 1.0
-        masks.append(flat.reshape(v.shape))
-    return masks
+        for c_slice in np.array_split(inds, int(np.ceil(len(inds) / 2))):
+            rows.append(get_rows(i, tf.constant(c_slice), x_batch, y_batch).numpy())
+    matrix = np.concatenate(rows, 0).astype(np.float64)
+    return matrix, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def sparse_init(model, masks, rng):
-    """He-normal weights scaled to the active fan-in, small positive biases.
-
-    With ~0.2% density a dense initialisation leaves almost every unit dead (zero biases,
-    inputs that are nearly all zero), and the Hessian degenerates to the last bias's
-    softmax block; scaling by the active fan-in and positive biases keep signals alive.
-    """
-    for v, m in zip(model.trainable_variables, masks):
-        if m is None:
-            v.assign(rng.uniform(0.0, 0.1, v.shape).astype(np.float32))
-            continue
-        fan_in = int(np.prod(v.shape[:-1]))
-        density = float(m.mean())
-        std = np.sqrt(2.0 / (fan_in * density))
-        v.assign((rng.normal(0.0, std, v.shape) * m).astype(np.float32))
+def ours(model, x, y, args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    matrix, coords = hessian(model, (x, y), method=args.method, batch_size=args.batch_size,
+                             chunk_size=args.chunk_size)
+    return matrix, coords, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def stratified_rows(coords, count, rng):
-    """`count` distinct coordinates: two from every variable (when it has them), rest random."""
-    chosen = set()
-    for i in range(len(coords.paths)):
-        lo, hi = int(coords.offsets[i]), int(coords.offsets[i + 1])
-        chosen.update(rng.choice(np.arange(lo, hi), min(2, hi - lo), replace=False).tolist())
-    rest = np.setdiff1d(np.arange(coords.num_params), sorted(chosen))
-    extra = max(0, count - len(chosen))
-    chosen.update(rng.choice(rest, min(extra, len(rest)), replace=False).tolist())
-    return np.array(sorted(chosen))
-
-
-def _read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_data(source, examples, rng):
-    """Fashion-MNIST test examples if available (and asked for), else random images."""
-    images = os.path.join(FASHION_DIR, "t10k-images-idx3-ubyte.gz")
-    labels = os.path.join(FASHION_DIR, "t10k-labels-idx1-ubyte.gz")
-    if source in ("auto", "fashion_mnist") and os.path.exists(images):
-        x = _read_idx(images)[:examples].astype(np.float32)[..., None] / 255.0
-        y = _read_idx(labels)[:examples].astype(np.int32)
-        return x, y, "fashion_mnist"
-    if source == "fashion_mnist":
-        raise SystemExit(f"--data=fashion_mnist but {images} does not exist.")
-    x = rng.random((examples, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, examples).astype(np.int32)
-    return x, y, "random"
-
-
-class Baseline:
-    """The row-pair baseline: one compiled call per pair of Hessian rows."""
-
-    def __init__(self, model, batches, num_examples, coords):
-        self.batches, self.num_examples, self.coords = batches, num_examples, coords
-        variables = [_common.tf_variable(v) for v in model.trainable_variables]
-        sizes = [int(np.prod(s)) for s in coords.shapes]
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        selected = tf.constant(
-            np.concatenate([s + idx for s, idx in zip(starts, coords.flat_indices)]).astype(
-                np.int64
-            )
-        )
-
-        @tf.function
-        def pair(x, y, two):
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    total = _common.loss_sum(y, model(x, training=False))
-                grads = inner.gradient(total, variables)
-                flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-                entries = tf.gather(flat, tf.gather(selected, two))
-            jac = outer.jacobian(entries, variables, experimental_use_pfor=True)
-            full = tf.concat([tf.reshape(j, [2, -1]) for j in jac], axis=1)
-            return tf.gather(full, selected, axis=1)
-
-        self._pair = pair
-        t0 = time.perf_counter()
-        for x, y in batches:  # trace (once per batch shape) and warm up
-            pair(x, y, tf.constant(np.zeros(2, np.int64)))
-        self.trace_seconds = time.perf_counter() - t0
-
-    def rows(self, rows):
-        """H[rows, :] two rows per call; returns (matrix, wall seconds, cpu seconds, calls)."""
-        out = np.zeros((len(rows), self.coords.num_params))
-        wall, cpu = time.perf_counter(), time.process_time()
-        calls = 0
-        for k in range(0, len(rows), 2):
-            two = rows[k : k + 2] if k + 1 < len(rows) else [rows[k], rows[k]]
-            block = 0.0
-            for x, y in self.batches:
-                block = block + self._pair(x, y, tf.constant(np.asarray(two, np.int64))).numpy()
-            out[k : k + 2] = block[: len(rows[k : k + 2])] / self.num_examples
-            calls += 1
-        return out, time.perf_counter() - wall, time.process_time() - cpu, calls
+def run_case(name, builder, sparsity, args, rng):
+    keras.utils.set_random_seed(args.seed)
+    model = rigl_tf.sparsify(builder(), sparsity=sparsity, distribution="erk",
+                             init="unit_scaled", seed=args.seed)
+    x, y, source = load_data(args.examples, rng)
+    load_before = os.getloadavg()
+    first, coords, wall_1, cpu_1 = ours(model, x, y, args)
+    ref, ref_wall, ref_cpu = reference_hessian(model, x, y)
+    second, _, wall_2, cpu_2 = ours(model, x, y, args)
+    load_after = os.getloadavg()
+    ref_sym = (ref + ref.T) / 2.0
+    t0 = time.perf_counter()
+    eig_ours = np.linalg.eigh(first)[0]
+    eigh_seconds = time.perf_counter() - t0
+    eig_ref = np.linalg.eigh(ref_sym)[0]
+    scale = float(np.max(np.abs(eig_ref)))
+    ours_wall, ours_cpu = max(wall_1, wall_2), max(cpu_1, cpu_2)
+    return {
+        "model": name,
+        "sparsity": sparsity,
+        "distribution": "erk",
+        "coordinates": int(coords.num_params),
+        "active_weights": int(sum(int(np.sum(m)) for m in wrapper_masks(model) if m is not None)),
+        "total_parameters": int(model.count_params() - sum(
+            int(np.prod(m.shape)) for m in wrapper_masks(model) if m is not None)),
+        "examples": int(len(x)),
+        "data": source,
+        "method": args.method,
+        "ours_wall_seconds": round(ours_wall, 3),
+        "ours_cpu_seconds": round(ours_cpu, 3),
+        "ours_runs_wall_seconds": [round(wall_1, 3), round(wall_2, 3)],
+        "reference_wall_seconds": round(ref_wall, 3),
+        "reference_cpu_seconds": round(ref_cpu, 3),
+        "speedup_wall": round(ref_wall / ours_wall, 2),
+        "speedup_cpu": round(ref_cpu / ours_cpu, 2),
+        "reference_calls": int(np.ceil(coords.num_params / 2)),
+        "eigh_seconds": round(eigh_seconds, 3),
+        "max_eig_diff_relative": float(np.max(np.abs(eig_ours - eig_ref)) / scale),
+        "max_abs_entry_diff": float(np.max(np.abs(first - ref_sym))),
+        "max_abs_entry": float(np.max(np.abs(ref_sym))),
+        "reference_asymmetry": float(np.max(np.abs(ref - ref.T))),
+        "runs_agree": float(np.max(np.abs(first - second))),
+        "max_eigenvalue": float(eig_ref[-1]),
+        "min_eigenvalue": float(eig_ref[0]),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in load_after],
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=1000)
-    parser.add_argument("--chunk_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=250)
-    parser.add_argument(
-        "--active_weights",
-        type=int,
-        default=2400,
-        help="active kernel weights in total (biases are all active)",
-    )
-    parser.add_argument(
-        "--baseline_rows",
-        type=int,
-        default=40,
-        help="rows timed for the baseline; <= 0 computes all rows",
-    )
-    parser.add_argument("--method", default="forward_over_reverse", choices=METHODS)
-    parser.add_argument("--data", default="auto", choices=("auto", "fashion_mnist", "random"))
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--chunk_size", type=int, default=64)
+    parser.add_argument("--method", default="split")
+    parser.add_argument("--models", default="lenet5,mlp")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny LeNet5 (2/3 filters, 8 hidden), 32 examples, all rows",
-    )
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny LeNet5 (2/3 filters, 8/6 hidden) and MLP 20-10, 16 examples")
     args = parser.parse_args(argv)
-
-    keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     if args.quick:
-        model = lenet5(filters=(2, 3), hidden=8)
-        args.examples, args.active_weights, args.baseline_rows = 32, 60, 0
-        args.batch_size = min(args.batch_size, 32)
+        cases = {"lenet5": ("lenet5 (2, 3, 8, 6) quick", lambda: paper_lenet5((2, 3), (8, 6)), 0.9),
+                 "mlp": ("mlp 20-10 quick", lambda: mlp((20, 10)), 0.95)}
+        args.examples = 16
     else:
-        model = lenet5()
-    masks = random_masks(model, args.active_weights, rng)
-    sparse_init(model, masks, rng)
-    x, y, source = load_data(args.data, args.examples, rng)
-    data = (x, y)
-
-    # The baseline's timed rows are split into one half before and one half after our
-    # method, so a change of load on a shared machine affects both measurements alike.
-    coords = select_coordinates(model, masks, "sparse")
-    num_params = coords.num_params
-    batches, num_examples = _common.materialize_batches(data, args.batch_size)
-    if args.baseline_rows <= 0 or args.baseline_rows >= num_params:
-        rows = np.arange(num_params)
-    else:
-        rows = stratified_rows(coords, args.baseline_rows, rng)
-    baseline = Baseline(model, batches, num_examples, coords)
-    half = 2 * ((len(rows) // 2 + 1) // 2)  # an even split keeps pairs intact
-    base_a, wall_a, cpu_a, calls_a = baseline.rows(rows[:half])
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    matrix, coords = hessian(
-        model,
-        data,
-        masks,
-        "sparse",
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        method=args.method,
-    )
-    ours_seconds = time.perf_counter() - t0
-    ours_cpu = time.process_time() - c0
-
-    base_b, wall_b, cpu_b, calls_b = baseline.rows(rows[half:])
-    base = np.concatenate([base_a, base_b])
-    calls = calls_a + calls_b
-    per_pair, per_pair_cpu = (wall_a + wall_b) / calls, (cpu_a + cpu_b) / calls
-    num_pairs_total = (num_params + 1) // 2
-    baseline_seconds = baseline.trace_seconds + per_pair * num_pairs_total
-    baseline_cpu = per_pair_cpu * num_pairs_total  # tracing excluded: a lower bound
-    extrapolated = len(rows) < num_params
-
-    sub_ours = matrix[np.ix_(rows, rows)]
-    sub_base = base[:, rows]
-    sub_base = (sub_base + sub_base.T) / 2
-    eig_ours = np.linalg.eigvalsh(sub_ours)
-    eig_base = np.linalg.eigvalsh(sub_base)
-    full_eigs = eigenvalues(matrix)
-    summary = spectrum_summary(full_eigs)
-    result = {
-        "ours_seconds": round(ours_seconds, 3),
-        "baseline_seconds": round(baseline_seconds, 3),
-        "speedup": round(baseline_seconds / ours_seconds, 2),
-        "ours_cpu_seconds": round(ours_cpu, 3),
-        "baseline_cpu_seconds_without_trace": round(baseline_cpu, 3),
-        "speedup_cpu": round(baseline_cpu / ours_cpu, 2),
-        "max_abs_eig_diff": float(np.max(np.abs(eig_ours - eig_base))),
-        "max_rel_eig_diff": float(
-            np.max(np.abs(eig_ours - eig_base)) / max(np.max(np.abs(eig_base)), 1e-30)
-        ),
-        "max_abs_row_diff": float(np.max(np.abs(matrix[rows] - base))),
-        "max_abs_hessian_entry": float(np.max(np.abs(matrix))),
-        "eig_check": (
-            "all rows"
-            if not extrapolated
-            else f"principal {len(rows)}x{len(rows)} submatrix of the baseline rows"
-        ),
-        "num_params": num_params,
-        "num_active_weights": int(sum(int(m.sum()) for m in masks if m is not None)),
-        "num_weights_total": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
-        "examples": num_examples,
-        "data": source,
-        "chunk_size": args.chunk_size,
-        "batch_size": args.batch_size,
-        "method": args.method,
-        "baseline_rows_timed": int(len(rows)),
-        "baseline_extrapolated": bool(extrapolated),
-        "baseline_trace_seconds": round(baseline.trace_seconds, 3),
-        "baseline_seconds_per_pair": round(per_pair, 4),
-        "max_eigenvalue": summary["max_eigenvalue"],
-        "min_eigenvalue": summary["min_eigenvalue"],
-        "fraction_negative": summary["fraction_negative"],
-        "quick": bool(args.quick),
-    }
+        cases = {"lenet5": ("lenet5 (paper: 6, 16, 120, 84)", paper_lenet5, 0.95),
+                 "mlp": ("mlp 300-100", mlp, 0.99)}
+    result = {"quick": bool(args.quick), "results": []}
+    for key in args.models.split(","):
+        name, builder, sparsity = cases[key]
+        result["results"].append(run_case(name, builder, sparsity, args, rng))
+    result["min_speedup_wall"] = min(r["speedup_wall"] for r in result["results"])
+    result["max_eig_diff_relative"] = max(r["max_eig_diff_relative"] for r in result["results"])
     print(json.dumps(result))
     return result
 

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rigl_tf import progress
+
 DEFAULT_BATCH_SIZE = 256
 
 
@@ -285,6 +287,7 @@ def make_evaluator(model, loss_fn=None):
             count += int(n)
         if count == 0:
             raise ValueError("data: holds no examples; at least one (x, y) example is needed.")
+        progress.advance()  # one evaluated point (shown only inside a command's Progress)
         accuracy = total_correct / count
         return {"loss": total_loss / count, "accuracy": accuracy, "error": 1.0 - accuracy}
 

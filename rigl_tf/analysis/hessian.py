@@ -32,7 +32,22 @@ import tensorflow as tf
 from rigl_tf.analysis import _common
 
 SPECTRA = ("sparse", "dense")
-METHODS = ("forward_over_reverse", "reverse_over_reverse")
+METHODS = ("auto", "split", "forward_over_reverse", "reverse_over_reverse")
+
+
+def wrapper_masks(model):
+    """The SparseWrappers' current masks, aligned with `model.trainable_variables`.
+
+    Entries are 0/1 numpy arrays for masked weights and `None` for the rest (biases, dense
+    layers). A model without wrappers gives all `None`.
+    """
+    from rigl_tf.keras.wrapper import get_mask
+
+    out = []
+    for v in model.trainable_variables:
+        mask = get_mask(v)
+        out.append(None if mask is None else np.asarray(mask.numpy()))
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -107,10 +122,12 @@ def select_coordinates(model, masks=None, spectrum="sparse"):
 
     Args:
       model: a Keras model.
-      masks: optional list aligned with `model.trainable_variables` (`None` or 0/1 array).
+      masks: optional list aligned with `model.trainable_variables` (`None` or 0/1 array);
+        by default the SparseWrappers' own masks (`wrapper_masks`).
       spectrum: `"sparse"`: the active entries of masked variables and all entries of
         unmasked variables (biases, normalisation parameters); `"dense"`: all entries of all
-        trainable variables (masked weights stay at their current, zero, values).
+        trainable variables (masked weights stay at their current, zero, values). Dense is
+        an explicit choice: a sparse model's default is its sparse spectrum.
 
     Returns:
       A `Coordinates` object.
@@ -119,6 +136,8 @@ def select_coordinates(model, masks=None, spectrum="sparse"):
       ValueError: for an unknown `spectrum` or malformed `masks`.
     """
     _common.check_choice(spectrum, "spectrum", SPECTRA)
+    if masks is None:
+        masks = wrapper_masks(model)
     masks = _common.normalize_masks(model, masks)
     flat_indices, counts = [], []
     for variable, mask in zip(model.trainable_variables, masks):
@@ -333,25 +352,32 @@ def hessian(
     chunk_size=32,
     batch_size=_common.DEFAULT_BATCH_SIZE,
     loss_fn=None,
-    method="forward_over_reverse",
+    method="auto",
     max_params=30000,
 ):
     """Exact Hessian of the mean loss over `data` w.r.t. the selected coordinates.
 
-    The model is called with `training=False`. The matrix is computed in float32 by the
-    model, accumulated over batches in float64 and symmetrised as (H + H^T) / 2.
+    The model is called with `training=False`. The matrix is computed in the model's dtype,
+    accumulated over batches in float64 and symmetric.
+
+    Methods (all exact): `"split"` computes H = J^T A J + R from per-example logit Jacobians
+    and forward tangents into later layers (`rigl_tf.analysis.hessian_split`; piecewise-linear
+    chains of Dense/Conv2D/ReLU/max-pool layers such as LeNet5 and MLPs); the other two push
+    batches of basis vectors through Hessian-vector products and work for any model. `"auto"`
+    uses `"split"` where the model allows it and `"forward_over_reverse"` elsewhere.
 
     Args:
       model: a Keras model producing logits.
       data: `(x, y)` arrays or a batched `tf.data.Dataset` (read once, kept in memory).
-      masks: optional list aligned with `model.trainable_variables` (`None` or 0/1 array).
+      masks: optional list aligned with `model.trainable_variables` (`None` or 0/1 array);
+        default: the SparseWrappers' masks.
       spectrum: `"sparse"` (active entries of masked variables plus every entry of unmasked
-        variables) or `"dense"` (every entry of every trainable variable).
-      chunk_size: number of Hessian columns computed by one vectorised call; memory grows
-        linearly with it (chunk_size x batch activations).
+        variables) or `"dense"` (every entry of every trainable variable; an explicit opt-in).
+      chunk_size: number of Hessian columns (tangents) computed by one vectorised call;
+        memory grows linearly with it (chunk_size x batch activations).
       batch_size: batch size for `(x, y)` arrays.
       loss_fn: optional per-example loss `loss_fn(y_true, logits)`.
-      method: `"forward_over_reverse"` (default, fastest measured on CPU) or
+      method: `"auto"` (default), `"split"`, `"forward_over_reverse"` or
         `"reverse_over_reverse"` (vectorised `tape.jacobian` of the chunk's gradient entries).
       max_params: refuse problems with more coordinates than this (the float64 matrix needs
         8 P^2 bytes, plus temporaries); use `power_iteration` or `slq_density` beyond it.
@@ -362,7 +388,8 @@ def hessian(
 
     Raises:
       ValueError: for an unknown `spectrum` or `method`, a non-positive `chunk_size` or
-        `batch_size`, malformed `masks`, empty data, or more than `max_params` coordinates.
+        `batch_size`, malformed `masks`, empty data, more than `max_params` coordinates, or
+        `method="split"` on a model it does not handle (the message says why).
     """
     _common.check_choice(method, "method", METHODS)
     chunk_size = _common.check_positive_int(chunk_size, "chunk_size")
@@ -373,6 +400,19 @@ def hessian(
             f"than max_params={max_params} ({8 * coords.num_params**2 / 1e9:.1f} GB per "
             "matrix); raise max_params, or use power_iteration / slq_density."
         )
+    if method in ("auto", "split") and coords.num_params:
+        from rigl_tf.analysis import hessian_split
+
+        try:
+            accumulator = hessian_split.SplitHessian(model, coords, loss_fn, chunk_size)
+            for x, y in _common.iterate_batches(data, batch_size):
+                accumulator.add(x, y)
+            return accumulator.result(), coords
+        except hessian_split.NotSupported:
+            if method == "split":
+                raise
+    if method in ("auto", "split"):
+        method = "forward_over_reverse"
     batches, num_examples = _common.materialize_batches(data, batch_size)
     num_params = coords.num_params
     matrix = np.zeros((num_params, num_params))

@@ -65,6 +65,7 @@ def measure(run, data, steps, batch_size=256):
       The per-run result dict (see the module docstring).
     """
     from rigl_tf.analysis import gradient_norm
+    from rigl_tf.progress import advance
 
     names = None
     steps = run.steps if steps is None else steps
@@ -77,6 +78,7 @@ def measure(run, data, steps, batch_size=256):
         out = gradient_norm(run.model, data, masks=run.masks(), per_variable=True,
                             batch_size=batch_size)
         per = [out["per_variable"][v.path]["norm"] for v in run.model.trainable_variables]
+        advance()
         return out["norm"], per
 
     for step in steps:
@@ -131,7 +133,9 @@ def _main(argv):
         data = run.data(args.split, args.num_examples, args.data_seed)
         result = {"label": label, "logdir": os.path.abspath(logdir), "split": args.split,
                   "num_examples": args.num_examples, "data_seed": args.data_seed}
-        result.update(measure(run, data, steps))
+        total = len(run.steps if steps is None else steps) + 2 * len(run.mask_update_steps())
+        with runs.progress(args, total, f"gradient flow {label}"):
+            result.update(measure(run, data, steps))
         runs.save_json(path, result)
         results[label] = result
         print(f"{label}: gradient norm {result['norm'][0]:.4g} (step {result['steps'][0]}) -> "

@@ -63,8 +63,21 @@ def _targets(args):
         name = os.path.basename(os.path.normpath(base))
         for kind in runs.MASK_UPDATE_KINDS:
             out.append((f"{name} {kind} {step}", run, run.prefix(step, kind, "--mask_update")))
+    for spec in args.trajectory or []:
+        name, base = spec.split("=", 1) if "=" in spec else (None, spec)
+        run = runs.load_run(base, "--trajectory")
+        name = name or os.path.basename(os.path.normpath(base))
+        steps = run.steps if not args.steps else [s for s in args.steps if s in run.steps]
+        if not steps:
+            raise runs.ToolError(
+                f"--trajectory: {base!r} has no checkpoint at the requested steps; available: "
+                f"{runs._short(run.steps)}.")
+        for step in steps:
+            out.append((f"{name} step {step}", run, run.prefix(step, None, "--trajectory")))
+            args.curves.setdefault(name, []).append((step, f"{name} step {step}"))
     if not out:
-        raise runs.ToolError("--checkpoint: give at least one --checkpoint or --mask_update.")
+        raise runs.ToolError("--checkpoint: give at least one --checkpoint, --mask_update or "
+                             "--trajectory.")
     labels = [label for label, _, _ in out]
     if len(set(labels)) != len(labels):
         raise runs.ToolError(f"--checkpoint: labels must be unique; got {labels}.")
@@ -90,23 +103,40 @@ def _summary_slq(nodes, weights, tol):
     }
 
 
-def compute(run, prefix, data, args):
-    """Spectrum of one checkpoint: ``(array to save, summary dict)``."""
-    from rigl_tf.analysis.hessian import (
-        eigenvalues,
-        hessian,
-        select_coordinates,
-        slq_density,
-        spectrum_summary,
-    )
+def _arrays(data):
+    """``(x, y)`` numpy arrays from arrays or a batched dataset (the whole split)."""
+    if isinstance(data, (tuple, list)):
+        return np.asarray(data[0]), np.asarray(data[1])
+    xs, ys = [], []
+    for element in data:
+        xs.append(np.asarray(element[0]))
+        ys.append(np.asarray(element[1]))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def compute(run, prefix, data, args, label="hessian"):
+    """Spectrum of one checkpoint: ``(array to save, summary dict)``.
+
+    The exact spectrum is a resumable job (``rigl_tf.analysis.hessian_job``) whose partial
+    sums, matrix and density plot live in ``OUT_DIR/jobs/``: a killed run continues there.
+    """
+    from rigl_tf.analysis.hessian import select_coordinates, slq_density, spectrum_summary
 
     model = run.restore(prefix)
     masks = run.masks()
     if args.method == "exact":
-        matrix, _ = hessian(model, data, masks=masks, spectrum=args.spectrum,
-                            chunk_size=args.chunk_size, max_params=args.max_params)
-        eigs = eigenvalues(matrix)
-        return eigs, spectrum_summary(eigs, tol=args.tol)
+        from rigl_tf.analysis.hessian_job import run_hessian_job
+
+        result = run_hessian_job(
+            model, _arrays(data), os.path.join(args.out_dir, "jobs"), label=runs.safe_name(label),
+            masks=masks, spectrum=args.spectrum, batch_size=args.batch_size,
+            chunk_size=args.chunk_size, max_params=args.max_params,
+            checkpoint_seconds=args.checkpoint_seconds)
+        eigs = result["eigenvalues"]
+        summary = spectrum_summary(eigs, tol=args.tol)
+        summary["hessian_seconds"] = result["summary"]["hessian_seconds"]
+        summary["method_used"] = result["summary"]["method"]
+        return eigs, summary
     num_params = select_coordinates(model, masks, args.spectrum).num_params
     result = slq_density(model, data, num_probes=args.num_probes, num_steps=args.num_steps,
                          masks=masks, spectrum=args.spectrum, seed=args.data_seed)
@@ -129,13 +159,23 @@ def _main(argv):
                         help="[LABEL=]LOGDIR[:STEP] or a checkpoint prefix (repeatable).")
     parser.add_argument("--mask_update", action="append",
                         help="LOGDIR[:STEP]: the checkpoints before and after that mask update.")
+    parser.add_argument("--trajectory", action="append",
+                        help="[LABEL=]LOGDIR: every checkpoint of a run (or --steps); plots "
+                             "|most negative eigenvalue| against the step (the paper's Fig. 11a).")
+    parser.add_argument("--steps", type=lambda v: [int(t) for t in v.split(",") if t],
+                        default=None, help="Comma-separated steps for --trajectory.")
     parser.add_argument("--out_dir", required=True, help="Output directory.")
     parser.add_argument("--method", default="exact", choices=("exact", "slq"))
     parser.add_argument("--spectrum", default="sparse", choices=("sparse", "dense"))
     parser.add_argument("--num_examples", type=int, default=500,
-                        help="Training examples (a fixed seeded subset; default 500).")
+                        help="Training examples (a fixed seeded subset; default 500; 0 = the "
+                             "whole training set).")
+    parser.add_argument("--batch_size", type=int, default=256,
+                        help="Examples per step of the exact Hessian job.")
+    parser.add_argument("--checkpoint_seconds", type=float, default=60.0,
+                        help="Save the exact job's partial sums at most this often.")
     parser.add_argument("--data_seed", type=int, default=0)
-    parser.add_argument("--chunk_size", type=int, default=32, help="Hessian columns per call.")
+    parser.add_argument("--chunk_size", type=int, default=64, help="Tangents per call.")
     parser.add_argument("--max_params", type=int, default=30000,
                         help="Refuse exact spectra with more coordinates (use --method slq).")
     parser.add_argument("--num_probes", type=int, default=8, help="SLQ probe vectors.")
@@ -146,7 +186,12 @@ def _main(argv):
                         help="Kernel width of the plotted density (default 1%% of the span).")
     parser.add_argument("--overwrite", action="store_true", help="Recompute existing results.")
     args = parser.parse_args(argv)
-    for name in ("num_examples", "chunk_size", "max_params", "num_probes", "num_steps"):
+    if args.num_examples < 0:
+        raise runs.ToolError(f"--num_examples: must be >= 0 (0 = the whole training set); got "
+                             f"{args.num_examples}.")
+    if not args.checkpoint_seconds >= 0:
+        raise runs.ToolError(f"--checkpoint_seconds: must be >= 0; got {args.checkpoint_seconds}.")
+    for name in ("batch_size", "chunk_size", "max_params", "num_probes", "num_steps"):
         if getattr(args, name) < 1:
             raise runs.ToolError(f"--{name}: must be a positive integer; got "
                                  f"{getattr(args, name)}.")
@@ -154,6 +199,7 @@ def _main(argv):
         raise runs.ToolError(f"--tol: must be >= 0; got {args.tol}.")
     if args.sigma is not None and not args.sigma > 0:
         raise runs.ToolError(f"--sigma: must be > 0; got {args.sigma}.")
+    args.curves = {}
     targets = _targets(args)
     suffix = ".eigvals.npy" if args.method == "exact" else ".slq.npy"
     spectra, data_cache, todo = {}, {}, []
@@ -182,7 +228,7 @@ def _main(argv):
         key = id(run)
         if key not in data_cache:
             data_cache[key] = run.data("train", args.num_examples, args.data_seed)
-        array, stats = compute(run, prefix, data_cache[key], args)
+        array, stats = compute(run, prefix, data_cache[key], args, label)
         summary = {"checkpoint": prefix, "label": label, "method": args.method,
                    "spectrum": args.spectrum, "num_examples": args.num_examples,
                    "data_seed": args.data_seed}
@@ -194,7 +240,34 @@ def _main(argv):
               f"{summary['max_eigenvalue']:.4g}, min {summary['min_eigenvalue']:.4g}, "
               f"negative {summary['num_negative']} ({summary['fraction_negative']:.3%}); "
               f"wrote {npy}")
-    _plot({label: spectra[label] for label, _, _ in targets}, args)
+    in_curves = {label for points in args.curves.values() for _, label in points}
+    densities = {label: spectra[label] for label, _, _ in targets if label not in in_curves}
+    if densities:
+        _plot(densities, args)
+    if args.curves:
+        _plot_trajectory(spectra, args)
+
+
+def _plot_trajectory(spectra, args):
+    """|most negative eigenvalue| against the training step, one curve per run (Fig. 11a)."""
+    from rigl_tf.analysis import plot_curves
+
+    curves, table = {}, {}
+    for name, points in args.curves.items():
+        steps = [step for step, _ in points]
+        lowest = [float(np.min(spectra[label])) if args.method == "exact"
+                  else float(np.min(spectra[label][0][spectra[label][1] > 0]))
+                  for _, label in points]
+        magnitude = [abs(min(v, 0.0)) for v in lowest]
+        curves[name] = (steps, magnitude)
+        table[name] = {"steps": steps, "min_eigenvalue": lowest,
+                       "abs_min_negative_eigenvalue": magnitude}
+    runs.save_json(os.path.join(args.out_dir, "trajectory.json"), table)
+    png = os.path.join(args.out_dir, "negative_eigenvalue.png")
+    runs.save_plot(png, plot_curves, curves, xlabel="training step",
+                   ylabel="|most negative eigenvalue|",
+                   title=f"Most negative Hessian eigenvalue ({args.spectrum}, {args.method})")
+    print(f"Wrote {png}")
 
 
 def _plot(spectra, args):

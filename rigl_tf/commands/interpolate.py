@@ -136,8 +136,10 @@ def _line(args, specs, js, png, name):
     (la, wa, ma), (lb, wb, mb) = points
     masks = {"none": None, "start": ma, "end": mb}[args.masks]
     data = run.data(args.split, args.num_examples, args.data_seed)
-    result = interpolate(run.model, wa, wb, data, _alphas(args), masks=masks,
-                         batch_size=args.batch_size)
+    alphas = _alphas(args)
+    with runs.progress(args, len(alphas), "interpolate"):
+        result = interpolate(run.model, wa, wb, data, alphas, masks=masks,
+                             batch_size=args.batch_size)
     barrier = error_barrier(result)
     out = {k: np.asarray(v).tolist() for k, v in result.items()}
     out.update({"start": la, "end": lb, "masks": args.masks, "split": args.split,
@@ -157,9 +159,11 @@ def _pairwise(args, js, png):
     run, points = _load(args.pairwise, "--pairwise")
     masks = {"none": None, "start": points[0][2], "end": points[-1][2]}[args.masks]
     data = run.data(args.split, args.num_examples, args.data_seed)
-    result = pairwise_barriers(run.model, [w for _, w, _ in points], data,
-                               alphas=np.linspace(0.0, 1.0, 11), masks=masks,
-                               batch_size=args.batch_size)
+    k = len(points)
+    with runs.progress(args, k * (k - 1) // 2 * 11, "pairwise barriers"):
+        result = pairwise_barriers(run.model, [w for _, w, _ in points], data,
+                                   alphas=np.linspace(0.0, 1.0, 11), masks=masks,
+                                   batch_size=args.batch_size)
     labels = [label for label, _, _ in points]
     out = {"labels": labels, "loss": result["loss"].tolist(), "error": result["error"].tolist(),
            "masks": args.masks, "split": args.split, "num_examples": args.num_examples}
@@ -177,8 +181,9 @@ def _plane(args, js, png):
     masks = {"none": None, "start": points[0][2], "end": points[-1][2]}[args.masks]
     data = run.data(args.split, args.num_examples, args.data_seed)
     try:
-        result = plane(run.model, *[w for _, w, _ in points], data, grid=args.grid, masks=masks,
-                       batch_size=args.batch_size)
+        with runs.progress(args, args.grid * args.grid, "plane"):
+            result = plane(run.model, *[w for _, w, _ in points], data, grid=args.grid,
+                           masks=masks, batch_size=args.batch_size)
     except ValueError as e:  # coincident or collinear points
         raise runs.ToolError(f"--plane: {e}") from None
     labels = [label for label, _, _ in points]

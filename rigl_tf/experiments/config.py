@@ -19,6 +19,7 @@ Semantics that differ from the original code are noted at the parameter.
 
 import dataclasses
 import difflib
+import json
 import logging
 import math
 import os
@@ -110,6 +111,8 @@ def _float(name, value, low=None, high=None, low_open=False, high_open=False,
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         _fail(name, value, f"a number {rng}")
     value = float(value)
+    if math.isinf(value):  # never a usable scale, rate or step: it reaches the weights
+        _fail(name, value, f"a finite number {rng}")
     ok = not math.isnan(value)
     if low is not None:
         ok = ok and (value > low if low_open else value >= low)
@@ -390,6 +393,13 @@ def network(network_name="lenet5", activation="relu", weight_decay=0.0,
     for key in ("activation", "weight_decay"):
         if key in kwargs:
             raise ValueError(f"`network.model_kwargs` must not set {key!r}; use network.{key}.")
+    if use_batch_norm is not None:
+        _bool("network.use_batch_norm", use_batch_norm)
+    if hidden_sizes is not None and (
+            not isinstance(hidden_sizes, (list, tuple)) or not all(
+                isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0
+                for w in hidden_sizes)):
+        _fail("network.hidden_sizes", hidden_sizes, "a tuple of positive integer widths")
     for key, value in (("hidden_sizes", hidden_sizes), ("use_batch_norm", use_batch_norm),
                        ("width_multiplier", width_multiplier),
                        ("kernel_initializer", kernel_initializer)):
@@ -660,6 +670,10 @@ def data(dataset_name="mnist", data_dir=None, normalization=None, image_size=Non
     from rigl_tf.experiments import datasets
 
     _choice("data.dataset_name", dataset_name, datasets.list_datasets())
+    if normalization is not None:
+        _choice("data.normalization", normalization, datasets.NORMALIZATIONS)
+    if augment is not None:
+        _bool("data.augment", augment)
     return DataSpec(
         dataset_name=dataset_name,
         data_dir=_path("data.data_dir", data_dir),
@@ -765,6 +779,54 @@ def resolve() -> ExperimentSpec:
         sparsity=sparsity(),
         data=data(),
     )
+    return _check_combinations(spec)
+
+
+_SECTIONS = ("training", "optimizer", "network", "unit_scaled_init", "pruning",
+             "mask_updater", "sparsity", "data")
+
+
+def make_spec(**sections) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` without gin, e.g. ``make_spec(training={'total_steps': 6})``.
+
+    Each keyword is a section of the rigl-train vocabulary (training, optimizer, network,
+    unit_scaled_init, pruning, mask_updater, sparsity, data) given as a dict of its
+    parameters; omitted sections and parameters take their defaults (gin bindings are
+    ignored). The values are validated exactly as in gin configs.
+
+    Raises:
+      ValueError: for an unknown section or parameter, a bad value, or an incompatible
+        combination.
+    """
+    import inspect
+
+    unknown = sorted(set(sections) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"Unknown spec sections {unknown}; known: {', '.join(_SECTIONS)}.")
+    built = {}
+    for name in _SECTIONS:
+        fn = inspect.unwrap(globals()[name])
+        kwargs = dict(sections.get(name) or {})
+        params = set(inspect.signature(fn).parameters)
+        bad = sorted(set(kwargs) - params)
+        if bad:
+            raise ValueError(f"Unknown parameter {name}.{bad[0]}; {name} accepts: "
+                             f"{', '.join(sorted(params))}.")
+        built[name] = fn(**kwargs)
+    return _check_combinations(ExperimentSpec(**built))
+
+
+def spec_to_dict(spec: ExperimentSpec) -> Dict[str, Any]:
+    """``{'section.parameter': value}`` of a spec, JSON-compatible (tuples become lists)."""
+    out = {}
+    for name in _SECTIONS:
+        for key, value in dataclasses.asdict(getattr(spec, name)).items():
+            out[f"{name}.{key}"] = json.loads(json.dumps(value))
+    return out
+
+
+def _check_combinations(spec: ExperimentSpec) -> ExperimentSpec:
+    """Checks the combinations of sections that no single section can check."""
     alg = spec.mask_updater.update_alg
     if spec.pruning_active and alg:
         raise ValueError(
@@ -778,12 +840,52 @@ def resolve() -> ExperimentSpec:
             f"`training.oneshot_prune_fraction`={spec.training.oneshot_prune_fraction} needs "
             f"a one-shot `mask_updater.update_alg` (one of {ONESHOT_ALGORITHMS}), got {alg!r}."
         )
+    _check_schedules_fit(spec)
     if alg in ONESHOT_ALGORITHMS and spec.oneshot_sparsity <= 0.0:
         raise ValueError(
             f"`mask_updater.update_alg`={alg!r} prunes at initialization and needs a target: "
             f"set sparsity.sparsity or training.oneshot_prune_fraction > 0."
         )
     return spec
+
+
+def _check_schedules_fit(spec: ExperimentSpec):
+    """Refuses pruning that cannot reach its target within ``training.total_steps``.
+
+    A pruning run (``pruning.final_sparsity`` > 0 and no ``mask_updater.update_alg``) whose
+    ``begin_step`` or (gradual) ``end_step`` is at or past the end would train a denser
+    model than configured. With a DST ``update_alg`` a late ``begin_step`` is the original
+    configs' way to switch pruning off and stays allowed. DST updates that never happen
+    within the run (first update or ``last_update_step`` past the end) leave the initial
+    sparse topology static; that is reported, not refused (tiny test runs rely on it).
+    """
+    t, p, mu = spec.training, spec.pruning, spec.mask_updater
+    total = t.total_steps
+    if p.final_sparsity > 0.0 and not mu.update_alg:
+        if p.begin_step >= total:
+            raise ValueError(
+                f"`pruning.begin_step`={p.begin_step} is at or past `training.total_steps`="
+                f"{total}: pruning to `pruning.final_sparsity`={p.final_sparsity} would never "
+                f"start and the model would stay dense. Lower pruning.begin_step (and "
+                f"end_step), raise training.total_steps, or set pruning.final_sparsity = 0.")
+        end = p.begin_step if p.end_step < 0 else p.end_step
+        if p.mode == "prune" and end > total:
+            raise ValueError(
+                f"`pruning.end_step`={p.end_step} is past `training.total_steps`={total}: "
+                f"the schedule would stop short of `pruning.final_sparsity`="
+                f"{p.final_sparsity}. Use pruning.end_step <= {total}.")
+    if mu.update_alg in DST_ALGORITHMS:
+        first = mu.update_freq if mu.start_step is None else mu.start_step
+        if first >= total:
+            logging.getLogger("rigl_tf").warning(
+                "mask_updater: the first %s update (step %d) is at or past "
+                "training.total_steps=%d; the initial sparse topology stays static.",
+                mu.update_alg, first, total)
+        elif mu.schedule_alg == "cosine" and mu.last_update_step > total:
+            logging.getLogger("rigl_tf").warning(
+                "mask_updater.last_update_step=%d is past training.total_steps=%d; the "
+                "cosine drop-fraction schedule ends before it reaches 0.",
+                mu.last_update_step, total)
 
 
 def resolve_analysis() -> Dict[str, Dict[str, Any]]:

@@ -634,12 +634,24 @@ def make_parser(description):
 
         def parse_args(self, *args, **kwargs):
             parsed = super().parse_args(*args, **kwargs)
-            from rigl_tf.commands import _cli
+            from rigl_tf import startup
 
-            _cli.import_tensorflow()  # after parsing: --help and usage errors stay fast
+            startup.import_tensorflow()  # after parsing: --help and usage errors stay fast
             return parsed
 
-    return Parser(description=description)
+    parser = Parser(description=description)
+    parser.add_argument("--progress", default=None, choices=("auto", "bar", "lines", "off"),
+                        help="Progress with ETA on stderr: 'bar' (redrawn), 'lines' (a line "
+                        "every 10 s, for logs), 'off'; default 'auto' (bar on a terminal, "
+                        "else quiet) or $RIGL_TF_PROGRESS.")
+    return parser
+
+
+def progress(args, total, desc):
+    """A `rigl_tf.progress.Progress` for a command's long loop (``--progress`` mode)."""
+    from rigl_tf.progress import Progress
+
+    return Progress(total=total, desc=desc, mode=getattr(args, "progress", None))
 
 
 def tool_main(run_fn, argv=None):

@@ -42,12 +42,13 @@ and the text files are written to a temporary name and renamed.
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app, flags, logging
 
@@ -148,11 +149,15 @@ def checkpoint_masks(model) -> List:
     return [m for _, _, m in rigl_tf.masked_weights(model)]
 
 
-def make_checkpoint(model, optimizer=None) -> tf.train.Checkpoint:
-    """The checkpoint object of a run (see the module docstring for the layout)."""
+def make_checkpoint(model, optimizer=None, **extra) -> tf.train.Checkpoint:
+    """The checkpoint object of a run (see the module docstring for the layout).
+
+    ``extra``: further trackables saved with the run (e.g. :attr:`TrainStart.track`).
+    """
     kwargs = dict(model=model, masks=checkpoint_masks(model), variables=list(model.variables))
     if optimizer is not None:
         kwargs["optimizer"] = optimizer
+    kwargs.update(extra)
     return tf.train.Checkpoint(**kwargs)
 
 
@@ -453,6 +458,7 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
                               min_active=sp.min_active)
         log(f"One-shot {spec.mask_updater.update_alg} pruning to sparsity "
             f"{spec.oneshot_sparsity}.")
+    _check_sparsity_reached(model, spec, mask_path, oneshot_alg)
     if spec.training.use_metainit and dry_run:
         log("Dry run: MetaInit skipped.")
     elif spec.training.use_metainit:
@@ -495,6 +501,34 @@ def refuse_same_init(model, mask_path: str, seed: int, log=print):
             f"initializer): the lottery ticket rather than a new initialization; use "
             f"another --seed, or set network.allow_same_init = True if that is intended."
         )
+
+
+def _check_sparsity_reached(model, spec, mask_path, oneshot_alg):
+    """Refuses a start model much denser than configured (dense masks, min_active...)."""
+    sp = spec.sparsity
+    target = spec.oneshot_sparsity if oneshot_alg else sp.sparsity
+    if target <= 0.0:
+        return
+    total = active = 0
+    dense_layers = []
+    for key, _, mask in rigl_tf.masked_weights(model):
+        m = np.asarray(mask.numpy())
+        total += m.size
+        active += int(np.count_nonzero(m))
+        if m.size and np.count_nonzero(m) == m.size:
+            dense_layers.append(key)
+    reached = 1.0 - active / total if total else 0.0
+    if reached >= 0.9 * target:
+        return
+    if mask_path:
+        cause = (f"the masks loaded from `network.mask_init_path`={mask_path!r} are that "
+                 f"dense (a dense run?)")
+    else:
+        cause = (f"`sparsity.min_active`={sp.min_active}, `sparsity.custom_sparsity` or "
+                 f"`sparsity.keep_dense` keep {', '.join(dense_layers[:5]) or 'layers'} dense")
+    raise ValueError(
+        f"The model would start at sparsity {reached:.4f}, far below the configured "
+        f"{target:g}: {cause}. Fix that, or configure the sparsity the masks really have.")
 
 
 def _gradient_regularized_step(model, coefficient: float):
@@ -551,10 +585,11 @@ class _StopAtStep(keras.callbacks.Callback):
 class _Checkpointer(keras.callbacks.Callback):
     """Saves every ``save_freq`` steps and around mask updates; never after a NaN."""
 
-    def __init__(self, manager, save_freq, nan_guard, before=None, after=None):
+    def __init__(self, manager, save_freq, nan_guard, before=None, after=None, save_steps=()):
         super().__init__()
         self.manager = manager
         self.save_freq = save_freq
+        self.save_steps = frozenset(int(s) for s in save_steps)
         self.nan_guard = nan_guard
         self.before = before
         self.after = after
@@ -581,7 +616,8 @@ class _Checkpointer(keras.callbacks.Callback):
         if self._pending is not None:
             self.after.save(checkpoint_number=self._pending)
             self._pending = None
-        if step % self.save_freq == 0 and _all_finite(self.model):
+        if (step % self.save_freq == 0 or step in self.save_steps) and _all_finite(
+                self.model):
             self.manager.save(checkpoint_number=step)
 
 
@@ -604,21 +640,40 @@ def _all_finite(model) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
+def finite_results(results: Dict) -> Dict:
+    """Replaces non-finite numbers by None (valid JSON) and says so in ``status``.
+
+    ``status`` becomes ``'completed_nonfinite_metrics'`` and ``nonfinite_metrics`` lists
+    the affected keys (dotted paths), e.g. a test loss that overflowed to inf.
+    """
+    bad = []
+
+    def clean(value, path):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+            bad.append(path)
+            return None
+        return value
+
+    out = clean(results, "")
+    if bad:
+        out["status"] = "completed_nonfinite_metrics"
+        out["nonfinite_metrics"] = bad
+    return out
+
+
 def _warn(message: str):
     """Always shown (also with verbose=0): resume decisions the user must know about."""
     print(message, file=sys.stderr, flush=True)
 
 
 def _atomic_write(path: str, text: str):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):  # our own temporary file only
-            tf.io.gfile.remove(tmp)
-        raise
+    from rigl_tf import files  # the one file layer (local paths and gs:// alike)
+
+    files.write_text(path, text)
 
 
 def _config_text(seed: int) -> str:
@@ -649,7 +704,19 @@ def _lock(logdir, dist, mode, dry_run):
     directory = os.path.join(logdir, "hessian") if mode == "hessian" else \
         _worker_dir(logdir, dist)
     with locking.exclusive(directory, "`--logdir`"):
-        yield
+        fresh = mode == "train_eval" and not [
+            p for p in owned_paths(directory)[0] if os.path.basename(p) != locking.LOCK_NAME]
+        try:
+            yield
+        except TrainingDivergedError:
+            raise  # its last good checkpoint is part of the report
+        except BaseException:
+            # A new run that fails before any training step leaves nothing behind, so
+            # the corrected command starts cleanly (not refused as a different run).
+            if fresh and set(checkpoint_steps(directory)) <= {0} and not tf.io.gfile.exists(
+                    os.path.join(directory, RESULTS)):
+                _delete_owned(directory, log=lambda *a: None)
+            raise
 
 
 # Files rigl-train writes in a logdir (relative paths; `*` stays within one path
@@ -881,8 +948,11 @@ def run_experiment(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] =
 
 
 def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite, dry_run,
-         verbose, extra_callbacks, start_time):
-    """The body of :func:`run_experiment` once gin, seeds, strategy and dtype are set."""
+         verbose, extra_callbacks, start_time, start=None):
+    """The body of :func:`run_experiment` once gin, seeds, strategy and dtype are set.
+
+    ``start`` (a :class:`TrainStart`, from :func:`train_from_start`) replaces the
+    gin-described initial model, first step and data order."""
     info = datasets.get_dataset_info(spec.data.dataset_name, spec.data.data_dir,
                                      spec.data.image_size)
     for split in ("train", "test"):
@@ -908,14 +978,21 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     def batch_fn():
         return fixed_batch(spec, "train", t.batch_size, seed, info)
 
+    first_step = 0 if start is None else start.start_step
+    data_seed = seed if start is None or start.data_seed is None else start.data_seed
     with dist.scope():
-        if resuming:  # the state comes from the checkpoint: skip the costly init steps
+        if start is not None:  # the caller's model; a checkpoint overrides its state
+            model = start.model_fn()
+        elif resuming:  # the state comes from the checkpoint: skip the costly init steps
             model = build_for_restore(spec, info, seed)
         else:
             model = build_model(spec, info, seed, batch_fn, log=log, dry_run=dry_run)
         inner = config_lib.build_optimizer(spec.optimizer, t.total_steps)
         updater = config_lib.build_updater(spec, seed)
         opt = rigl_tf.SparseOptimizer(inner, updater)
+        base = model  # checkpointed and returned; `model` may be a training wrapper of it
+        if start is not None and start.wrap is not None:
+            model = start.wrap(base)
         outer = opt
         if t.nonfinite == "skip":
             outer = SkipNonFinite(outer)
@@ -923,12 +1000,15 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
             outer = keras.optimizers.LossScaleOptimizer(outer)
         model.compile(optimizer=outer,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=t.jit_compile)
+                      metrics=["accuracy"] + list(start.metrics if start else ()),
+                      jit_compile=t.jit_compile)
         outer.build(model.trainable_variables)
+        if first_step:
+            opt.iterations.assign(first_step)
     if t.gradient_regularization > 0:
         model.train_step = _gradient_regularized_step(model, t.gradient_regularization)
 
-    summary = _summary(spec, info, model, opt, dist)
+    summary = _summary(spec, info, base, opt, dist)
     if dry_run:
         log(summary)
         log("Dry run: nothing trained or written.")
@@ -938,7 +1018,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
 
     tf.io.gfile.makedirs(write_dir)
     _atomic_write(os.path.join(write_dir, OPERATIVE_CONFIG), text)
-    ckpt = make_checkpoint(model, outer)
+    ckpt = make_checkpoint(base, outer, **(start.track if start else {}))
     manager = tf.train.CheckpointManager(ckpt, write_dir, max_to_keep=None if chief else 2,
                                          checkpoint_name=CKPT_NAME)
     if resuming:
@@ -946,14 +1026,14 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         status.assert_existing_objects_matched()
         log(f"Resumed from {manager_probe}.")
     else:
-        manager.save(checkpoint_number=0)
+        manager.save(checkpoint_number=first_step)
     start_step = int(opt.iterations.numpy())
     initial = None
     if resuming:
-        first = os.path.join(logdir, f"{CKPT_NAME}-0")
+        first = os.path.join(logdir, f"{CKPT_NAME}-{first_step}")
         if tf.io.gfile.exists(first + ".index"):
-            values = _read_list(first, "variables", list(model.variables), "step-0", first)
-            by_id = {id(v): val for v, val in zip(model.variables, values)}
+            values = _read_list(first, "variables", list(base.variables), "step-0", first)
+            by_id = {id(v): val for v, val in zip(base.variables, values)}
             initial = [by_id[id(v)] for v in model.trainable_variables]
     log(summary)
 
@@ -971,7 +1051,9 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
     cbs = [
         nan_guard if t.nonfinite == "stop" else _SkipReporter(log),
         _StopAtStep(t.total_steps),
-        _Checkpointer(manager, t.save_freq, nan_guard, before, after),
+        *(start.callbacks if start else ()),  # before the checkpointer: their state is saved
+        _Checkpointer(manager, t.save_freq, nan_guard, before, after,
+                      save_steps=start.save_steps if start else ()),
         callbacks_lib.MetricsSummary(writer),
         callbacks_lib.SparsitySummary(writer, t.log_freq),
         callbacks_lib.GradientFlow(held_x, held_y, t.log_freq, writer),
@@ -980,7 +1062,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
 
     remaining = t.total_steps - start_step
     if remaining > 0:
-        train_ds = _train_dataset(spec, seed, start_step)
+        train_ds = _train_dataset(spec, data_seed, start_step)
         test_ds = eval_dataset(spec, "test")
         if custom_loop:
             distributed.custom_fit(model, dist, train_ds, t.batch_size, start_step,
@@ -999,7 +1081,7 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
                           shuffle=False)
                 at += head
                 left -= head
-                train_ds = _train_dataset(spec, seed, at)
+                train_ds = _train_dataset(spec, data_seed, at)
             if left > 0 and not model.stop_training and nan_guard.failed_step is None:
                 initial_epoch = at // t.log_freq
                 model.fit(train_ds, epochs=initial_epoch + math.ceil(left / t.log_freq),
@@ -1051,13 +1133,17 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
         results["skipped_nonfinite_steps"] = int(skipped.numpy())
     if t.mixed_precision != "float32":
         results["mixed_precision"] = t.mixed_precision
+    written = finite_results(results)
     if chief:
-        _atomic_write(os.path.join(logdir, RESULTS), json.dumps(results, indent=2))
+        _atomic_write(os.path.join(logdir, RESULTS), json.dumps(written, indent=2,
+                                                                allow_nan=False))
     writer.close()
+    if start is not None:
+        start.model = base
     log(f"Final test accuracy: {results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}) "
         f"at step {step}; sparsity {report.total['sparsity']:.4f}; wall time "
         f"{results['wall_time_s']:.1f}s.")
-    return results
+    return written
 
 
 class _SkipReporter(keras.callbacks.Callback):
@@ -1143,8 +1229,13 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
         path = os.path.join(out_dir, f"{CKPT_NAME}-{ckpt_id}.eigvals.npy")
         results[ckpt_id] = path
         if tf.io.gfile.exists(path) and not cfg["overwrite"]:
-            log(f"Hessian: {path} exists, skipped.")
-            continue
+            try:
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    np.load(f, allow_pickle=False)
+                log(f"Hessian: {path} exists, skipped.")
+                continue
+            except Exception as e:  # noqa: BLE001 (truncated or foreign file)
+                _warn(f"Hessian: {path} is damaged ({type(e).__name__}); recomputing it.")
         ckpt.restore(prefix).expect_partial().assert_existing_objects_matched()
         masks = [None if get_mask(v) is None else get_mask(v).numpy()
                  for v in model.trainable_variables]
@@ -1153,11 +1244,105 @@ def run_hessian(spec, cfg, model, logdir, info, seed, log=print) -> Dict:
             spectrum="dense" if cfg["is_dense_spectrum"] else "sparse",
             chunk_size=cfg["rows_at_once"])
         eigs = hessian.eigenvalues(matrix)
-        with tf.io.gfile.GFile(path, "wb") as f:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with tf.io.gfile.GFile(tmp, "wb") as f:
             np.save(f, eigs)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
         log(f"Hessian at {prefix}: {matrix.shape[0]} parameters, max eigenvalue "
             f"{float(eigs[-1]):.4g}; saved {path}.")
     return results
+
+
+# --------------------------------------------------------------------------- caller's start
+
+
+@dataclasses.dataclass
+class TrainStart:
+    """Where a training starts when its caller decides (IMP levels, branches, one-shot runs).
+
+    Everything else (optimizer, schedule, regularisation, mixed precision, checkpoints and
+    resumption, summaries, evaluation, ``results.json``) comes from the experiment spec,
+    exactly as in ``rigl-train``.
+
+    Attributes:
+      model_fn: builds the sparse model in its starting state (weights and masks); called
+        once per process under the strategy's scope, also when a checkpoint is resumed
+        (which then overrides the state).
+      identity: text that identifies this training; it is written as the logdir's
+        ``operative_config.gin`` and a logdir holding another identity is refused.
+      start_step: the optimizer's first step (schedules see the absolute step); the first
+        checkpoint is ``ckpt-<start_step>``.
+      data_seed: seed of the training data order (None: the run's seed); the data stream
+        starts at batch ``start_step`` of that order.
+      save_steps: extra steps with a checkpoint (e.g. the IMP rewind point ``K``).
+      wrap: ``model -> training model`` (e.g. a loss wrapper); checkpoints and the returned
+        model hold the unwrapped model.
+      metrics: extra compile metrics.
+      callbacks: Keras callbacks run before the checkpointer at every step, so state they
+        keep in :attr:`track` is saved consistently with the model.
+      track: extra trackables saved in every checkpoint (and restored on resumption).
+      model: set by the trainer: the trained (unwrapped) model.
+    """
+
+    model_fn: Callable[[], Any]
+    identity: str
+    start_step: int = 0
+    data_seed: Optional[int] = None
+    save_steps: Tuple[int, ...] = ()
+    wrap: Optional[Callable[[Any], Any]] = None
+    metrics: Sequence = ()
+    callbacks: Sequence = ()
+    track: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: Any = None
+
+
+def train_from_start(spec: config_lib.ExperimentSpec, start: TrainStart, logdir: str, *,
+                     seed: int = 0, strategy: str = "default", tpu: Optional[str] = None,
+                     verbose=0, extra_callbacks: Sequence = ()) -> Dict:
+    """The trainer of :func:`run_experiment`, started from ``start`` instead of gin's model.
+
+    Trains steps ``start.start_step .. spec.training.total_steps`` in ``logdir`` with the
+    same loop as ``rigl-train`` (checkpoints every ``training.save_freq`` steps, bitwise
+    resumption from the latest checkpoint, summaries, evaluation, ``results.json``).
+
+    Args:
+      spec: the experiment spec (``config.resolve()`` or ``config.make_spec(...)``).
+      start: the starting point.
+      logdir: the training's directory.
+      seed: seed of the updater, the held-out summary batch and (unless
+        ``start.data_seed``) the data order.
+      strategy: 'default', 'mirrored' or 'tpu' ('multi_worker' needs the strategy before
+        any other TensorFlow op and is available through rigl-train only).
+      tpu: TPU address for 'tpu'.
+      verbose: ``model.fit`` verbosity (0: silent, no log lines).
+      extra_callbacks: further Keras callbacks.
+
+    Returns:
+      The results dict (also ``logdir/results.json``); ``start.model`` is the trained model.
+    """
+    if strategy not in STRATEGIES or strategy == "multi_worker":
+        raise ValueError(f"`strategy` must be one of 'default', 'mirrored', 'tpu' for a "
+                         f"training with a given start, got {strategy!r}.")
+    if not isinstance(start, TrainStart):
+        raise TypeError(f"`start` must be a TrainStart, got {type(start).__name__}.")
+    check_logdir_path(logdir)
+    t = spec.training
+    if not 0 <= int(start.start_step) < t.total_steps:
+        raise ValueError(f"`start.start_step`={start.start_step!r} must be in [0, "
+                         f"training.total_steps={t.total_steps}).")
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    dist = make_strategy(strategy, tpu)
+    keras.utils.set_random_seed(int(seed))
+    previous_policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(t.mixed_precision)
+    try:
+        with _lock(logdir, dist, "train_eval", False):
+            return _run(spec, start.identity, {}, t, dist, logdir, int(seed), "train_eval",
+                        strategy, False, False, verbose, extra_callbacks, time.time(),
+                        start=start)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def main(argv):

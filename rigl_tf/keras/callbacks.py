@@ -63,6 +63,28 @@ def write_image(tag: str, image, step=None):
     tf.summary.write(tag, tensor, step=step, metadata=_metadata("images"))
 
 
+def write_histogram(tag: str, values, step=None, bins: int = 30):
+    """Writes a histogram summary (TensorBoard's histograms plugin) of ``values``.
+
+    Written with core TensorFlow only: the plugin's format is a float64 tensor of shape
+    ``[bins, 3]`` holding (left edge, right edge, count) per bucket.
+
+    Args:
+      tag: the summary tag.
+      values: an array of any shape (flattened); empty gives zero buckets.
+      step: the step (default: the writer's default step).
+      bins: number of equal-width buckets.
+    """
+    values = np.asarray(values, np.float64).ravel()
+    if values.size:
+        counts, edges = np.histogram(values, bins=bins)
+        buckets = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+    else:
+        buckets = np.zeros((0, 3), np.float64)
+    tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step,
+                     metadata=_metadata("histograms"))
+
+
 def _check_every(every_n_steps, name="every_n_steps"):
     if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, (int, np.integer)) or (
         every_n_steps < 1
@@ -136,6 +158,7 @@ class SparsitySummary(keras.callbacks.Callback):
     Scalars: ``sparsity/<key>``, ``sparsity/total``; with a ``SparseOptimizer`` also
     ``mask_update/drop_fraction``, ``mask_update/num_changed`` and
     ``mask_update/last_step``. Images: ``mask/<key>`` (the mask reshaped to 2-D).
+    Histograms: ``weights/<key>``, the values of the active (unmasked) weights.
 
     Args:
       writer: a ``tf.summary.SummaryWriter`` or a directory.
@@ -164,7 +187,7 @@ class SparsitySummary(keras.callbacks.Callback):
             return
         with self.writer.as_default(step=step):
             total, active = 0, 0.0
-            for key, _, mask in items:
+            for key, weight, mask in items:
                 size = int(np.prod(mask.shape))
                 ones = float(tf.reduce_sum(_tf_value(mask)))
                 total += size
@@ -172,6 +195,8 @@ class SparsitySummary(keras.callbacks.Callback):
                 write_scalar(f"sparsity/{key}", 1.0 - ones / size)
                 if self.images:
                     write_image(f"mask/{key}", mask_image(_tf_value(mask))[0, :, :, 0])
+                m = np.asarray(_tf_value(mask)) > 0
+                write_histogram(f"weights/{key}", np.asarray(_tf_value(weight))[m])
             write_scalar("sparsity/total", 1.0 - active / total)
             opt = _sparse_optimizer(self.model)
             if opt is not None and opt.built:

@@ -22,6 +22,7 @@ import string
 from typing import Dict, List, Sequence, Tuple
 
 import keras
+import numpy as np
 
 from rigl_tf.sparsity import patterns as patterns_lib
 
@@ -220,6 +221,18 @@ class SparseWrapper(keras.layers.Wrapper):
             masks.append(mask)
         self.masks = masks
         self.built = True
+
+    def load_own_variables(self, store):
+        """Loads the masks (from a ``.keras`` file) and checks they are exactly 0/1."""
+        super().load_own_variables(store)
+        for mask in self.masks:
+            value = np.asarray(keras.ops.convert_to_numpy(mask))
+            bad = value[(value != 0) & (value != 1)]
+            if bad.size:
+                raise ValueError(
+                    f"The saved mask {mask.path!r} of layer {self.layer.name!r} must contain "
+                    f"only 0 and 1, got {bad.size} other values (e.g. {float(bad.flat[0])!r}); "
+                    f"the file is damaged or was not written by rigl_tf.")
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,7 @@
 Notation: ``theta_0`` the run's initial weights, ``theta_K`` its rewind point (``K = 0``
 for rewinding 'init', so ``theta_K = theta_0``), ``theta'_0`` a fresh initialisation from
 the derived seed ``branch_init_seed(seed, branch seed)``, ``theta_{L-1}`` the solution of
-level ``L-1``, ``T`` the training steps. Every branch trains ``model.fit`` like an IMP
+level ``L-1``, ``T`` the training steps. Every branch is trained by the trainer like an IMP
 level and writes ``level_XX/branch_<name>_s<seed>/`` (mask, start and solution weights,
 metrics):
 
@@ -40,6 +40,7 @@ import numpy as np
 from rigl_tf.experiments import models as models_lib
 from rigl_tf.keras import model_ops
 from rigl_tf.lottery import layout
+from rigl_tf.lottery.start import Start, check_int
 from rigl_tf.sparsity import masks as masks_lib
 
 BRANCHES = ("lottery", "reinit", "data_order", "shuffle_mask", "random_prune",
@@ -91,7 +92,7 @@ def ticket_kernel_params(model, masks: Mapping[str, np.ndarray]) -> int:
     return models_lib.count_params(model, kernels_only=True) - pruned
 
 
-def branch_start(run, level: int, name: str, seed: int = 1) -> Tuple[object, "Start"]:
+def branch_start(run, level: int, name: str, seed: int = 1) -> Tuple[object, Start]:
     """The model and starting point of a branch (without training; see the module doc).
 
     Args:
@@ -108,11 +109,9 @@ def branch_start(run, level: int, name: str, seed: int = 1) -> Tuple[object, "St
       ValueError: for an unknown branch, a bad seed, an unfinished level, or
         'prune_restart' at level 0.
     """
-    from rigl_tf.lottery.imp import Start, _check_int
-
     check_branch(name)
-    _check_int("seed", seed, 1)
-    _check_int("level", level, 0)
+    check_int("seed", seed, 1)
+    check_int("level", level, 0)
     if not run.is_finished(level):
         raise ValueError(f"`level` {level} of {run.run_dir!r} is not finished; run it first.")
     cfg = run.config
@@ -151,12 +150,12 @@ def branch_start(run, level: int, name: str, seed: int = 1) -> Tuple[object, "St
                       run.data_seed)
     else:  # small_dense
         target = ticket_kernel_params(model, masks)
-        kwargs = dict(cfg.model_kwargs)
-        if cfg.weight_decay:
-            kwargs["weight_decay"] = cfg.weight_decay
+        net = run.spec.network
+        kwargs = dict(net.model_kwargs, activation=net.activation,
+                      weight_decay=net.weight_decay)
         base = kwargs.pop("width_multiplier", 1.0)
         multiplier = models_lib.small_dense_width_multiplier(
-            cfg.network, run.info.input_shape, run.info.num_classes, target, **kwargs)
+            net.network_name, run.info.input_shape, run.info.num_classes, target, **kwargs)
         model = run.build_model(init_seed, width_multiplier=multiplier)
         ones = {k: np.ones(tuple(w.shape), np.float32)
                 for k, w, _ in model_ops.masked_weights(model)}
@@ -176,7 +175,8 @@ def run_branch(run, level: int, name: str, seed: int = 1) -> Dict:
         return layout.read_json(os.path.join(directory, layout.METRICS))
     model, start = branch_start(run, level, name, seed)
     run.stage = f"level_{level:02d}/branch_{name}_s{seed}"
-    return run.train(directory, start, model=model)
+    del model  # the trainer builds it from the start (its width multiplier)
+    return run.train(directory, start)
 
 
 __all__ = ["BRANCHES", "branch_init_seed", "branch_start", "check_branch", "random_masks_like",

@@ -1,11 +1,19 @@
-"""Iterative magnitude pruning (IMP): the lottery-ticket driver, resumable level by level.
+"""Iterative magnitude pruning (IMP): the lottery-ticket driver, resumable inside a level.
 
-Level 0 trains the dense network from ``theta_0`` for ``T`` steps and records the rewind
-point ``theta_K`` (the weights after ``K`` steps). Level ``L >= 1``:
+IMP decides *what* to train; ``rigl-train``'s trainer
+(:func:`rigl_tf.experiments.train.train_from_start`) decides *how*. A run is an
+:class:`IMPConfig` (the IMP-only hyperparameters) plus the
+:class:`rigl_tf.experiments.config.ExperimentSpec` of ``rigl-train`` (data, network,
+optimizer, schedule, training loop: the same vocabulary, ``data.*``, ``network.*``,
+``optimizer.*``, ``training.*``, ``sparsity.keep_dense`` / ``sparsity.min_active``).
+
+Level 0 trains the dense network from ``theta_0`` for ``T = training.total_steps`` steps;
+its checkpoint at step ``K`` is the rewind point ``theta_K`` (the weights after exactly
+``K`` steps). Level ``L >= 1``:
 
 1. prunes a fraction ``p`` of the weights still active after level ``L-1``, ranked by the
    importance measure at level ``L-1``'s solution (globally or per layer; layers in
-   ``keep_dense`` are never pruned). Densities are tracked exactly:
+   ``sparsity.keep_dense`` are never pruned). Densities are tracked exactly:
    ``d_L = d_{L-1} * (1 - p_L)`` and the mask has ``num_active(d_L, size)`` ones (see
    :mod:`rigl_tf.lottery.importance`), so with ``p = 0.2`` level ``L`` has density
    ``0.8 ** L`` up to rounding of the count;
@@ -24,105 +32,64 @@ point ``theta_K`` (the weights after ``K`` steps). Level ``L >= 1``:
                                                        ``finetune_learning_rate``
    =========  =======================================  ===================================
 
-3. trains with ``model.fit`` and a ``rigl_tf.SparseOptimizer(..., updater='static')``
-   (fresh optimizer state every level; its ``iterations`` starts at the level's first
-   step, so schedules see the absolute step), and evaluates on the test split.
+3. hands the start (model with weights and masks, first step, data order) to the trainer
+   with a static mask updater: fresh optimizer state every level, ``iterations`` starting
+   at the level's first step (schedules see the absolute step), checkpoints every
+   ``training.save_freq`` steps in ``level_XX/train/``, summaries, strategies, mixed
+   precision, regularisation as in ``rigl-train``; then evaluates on the test split.
 
 Every level writes ``level_XX/`` (see :mod:`rigl_tf.lottery.layout`); a level counts as
-finished only when its ``metrics.json`` exists, so re-running the same configuration after
-a crash continues with the first unfinished level (a partly trained level is retrained
-from its start). Model layers get canonical names (lower-cased class name plus ``_i``
-in layer order, e.g. ``dense``, ``dense_1``, ``conv2d``), so mask keys such as
-``'dense_1/kernel'`` and weight files are stable across processes.
+finished only when its ``metrics.json`` exists. Re-running the same configuration after a
+crash continues with the first unfinished level, from that level's latest checkpoint
+(bitwise the same result as an uninterrupted run with ``training.deterministic``). Model
+layers get canonical names (lower-cased class name plus ``_i`` in layer order, e.g.
+``dense``, ``dense_1``, ``conv2d``), so mask keys such as ``'dense_1/kernel'`` and weight
+files are stable across processes.
 """
 
 import dataclasses
+import hashlib
+import json
 import logging
-import math
 import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import rigl_tf
+from rigl_tf.experiments import config as config_lib
 from rigl_tf.experiments import datasets as datasets_lib
 from rigl_tf.experiments import models as models_lib
+from rigl_tf.experiments import train as train_lib
 from rigl_tf.keras import model_ops
 from rigl_tf.lottery import adaptive as adaptive_lib
+from rigl_tf.lottery import branches as branches_lib
 from rigl_tf.lottery import importance as importance_lib
 from rigl_tf.lottery import layout
 from rigl_tf.lottery import repellent as repellent_lib
+from rigl_tf.lottery.start import Start, _fail, check_choice, check_float, check_int
 
 log = logging.getLogger(__name__)
 
 REWINDINGS = ("init", "step", "lr", "none")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-LR_SCHEDULES = ("cosine", "constant")
+TRAIN_DIR = "train"  # the trainer's logdir inside a level / branch / one-shot directory
 
-
-def _fail(name, value, allowed):
-    raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
-
-
-def _check_int(name, value, minimum=0, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        _fail(name, value, f"an int >= {minimum}")
-    return int(value)
-
-
-def _check_float(name, value, low=None, high=None, low_open=False, high_open=False,
-                 allow_none=False):
-    if value is None and allow_none:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    ok = not isinstance(value, bool) and math.isfinite(v)
-    if ok and low is not None:
-        ok = v > low if low_open else v >= low
-    if ok and high is not None:
-        ok = v < high if high_open else v <= high
-    if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-        _fail(name, value, "a finite number " + " and ".join(s for s in (lo, hi) if s))
-    return v
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        _fail(name, value, f"one of {', '.join(repr(a) for a in allowed)}")
-    return value
+# Spec entries that do not change what is trained (not part of a run's identity).
+_NOT_IDENTITY = ("data.data_dir", "training.save_freq", "training.log_freq",
+                 "training.val_batch_size", "training.max_train_eval_examples")
 
 
 @dataclasses.dataclass(frozen=True)
 class IMPConfig:
-    """Hyperparameters of an IMP run: its identity (``config.json``) and directory name.
+    """The IMP-only hyperparameters of a run (gin scope ``imp``).
+
+    Data, network, optimizer and training loop are the
+    :class:`~rigl_tf.experiments.config.ExperimentSpec` given to :class:`IMPRun`.
 
     Attributes:
-      network: registered model name (``rigl_tf.experiments.models.list_models()``).
-      dataset: registered dataset name (``rigl_tf.experiments.datasets``).
-      model_kwargs: extra model-builder arguments (e.g. ``{'hidden_sizes': [300, 100]}``).
-      normalization: dataset normalization ('unit' / 'standardize'; None: its default).
-      image_size: resize images to this size (None: native).
-      keep_dense: canonical layer names never pruned (e.g. ``('dense_2',)`` for the
-        output layer of a 2-hidden-layer MLP).
-      train_steps: training steps ``T`` of a dense / level-0 run.
-      train_epochs: if set, ``T = round(train_epochs * steps_per_epoch)`` instead
-        (``steps_per_epoch = train examples // batch_size``).
-      batch_size: training batch size (the last partial batch of an epoch is dropped).
-      optimizer: 'sgd', 'momentum' (SGD with ``momentum``) or 'adam'.
-      learning_rate: peak learning rate.
-      momentum: momentum of 'momentum'.
-      lr_schedule: 'cosine' (decay to 0 over ``T``) or 'constant'.
-      finetune_learning_rate: constant learning rate of rewinding 'none' (default:
-        ``learning_rate`` for a constant schedule, ``0.1 * learning_rate`` for cosine).
-      weight_decay: L2 coefficient on kernels (passed to the model builder).
       prune_fraction: fraction ``p`` of the remaining weights pruned per level, in (0, 1);
         with ``adaptive`` the minimum fraction.
       importance: importance measure ('magnitude', 'l1', 'l2', 'softmax', 'minmax',
@@ -131,9 +98,10 @@ class IMPConfig:
       rewinding: 'init', 'step', 'lr' or 'none' (see the module docstring).
       rewind_step: the rewind step ``K`` ('step'; the schedule rewind point for 'lr' and
         the fine-tuning length ``T - K`` for 'none'); must be 0 for 'init' and < ``T``.
-      rewind_epochs: if set, ``K = round(rewind_epochs * steps_per_epoch)`` instead.
-      min_active: minimum active weights per layer (a level that would empty a layer
-        warns and keeps this many).
+      rewind_epochs: if set, ``K = round(rewind_epochs * steps_per_epoch)`` instead
+        (``steps_per_epoch = train examples // training.batch_size``).
+      finetune_learning_rate: constant learning rate of rewinding 'none' (default:
+        ``optimizer.learning_rate`` for a constant schedule, a tenth of it otherwise).
       adaptive: choose the pruning fraction per level (:mod:`rigl_tf.lottery.adaptive`).
       adaptive_candidates: fractions tried by the adaptive rule.
       adaptive_alphas: interpolation points of the adaptive rule.
@@ -141,32 +109,17 @@ class IMPConfig:
         the ``train_subset_loss`` metric).
       repellent: ``lambda_r`` of the repellent (> 0) / attractive (< 0) loss towards the
         solutions of all earlier levels (:mod:`rigl_tf.lottery.repellent`); 0 disables.
-      seed: seed of the initial weights and of random importance scores.
+      seed: seed of the initial weights, of the trainer and of random importance scores.
       data_seed: seed of the data order (default: ``seed``).
     """
 
-    network: str = "mlp"
-    dataset: str = "digits"
-    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    normalization: Optional[str] = None
-    image_size: Optional[int] = None
-    keep_dense: Tuple[str, ...] = ()
-    train_steps: int = 1000
-    train_epochs: Optional[float] = None
-    batch_size: int = 128
-    optimizer: str = "momentum"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    lr_schedule: str = "cosine"
-    finetune_learning_rate: Optional[float] = None
-    weight_decay: float = 0.0
     prune_fraction: float = 0.2
     importance: str = "magnitude"
     scope: str = "global"
     rewinding: str = "init"
     rewind_step: int = 0
     rewind_epochs: Optional[float] = None
-    min_active: int = 1
+    finetune_learning_rate: Optional[float] = None
     adaptive: bool = False
     adaptive_candidates: Tuple[float, ...] = adaptive_lib.DEFAULT_CANDIDATES
     adaptive_alphas: Tuple[float, ...] = adaptive_lib.DEFAULT_ALPHAS
@@ -177,53 +130,30 @@ class IMPConfig:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        _check_choice("network", self.network, models_lib.list_models())
-        _check_choice("dataset", self.dataset, datasets_lib.list_datasets())
-        if not isinstance(self.model_kwargs, Mapping):
-            _fail("model_kwargs", self.model_kwargs, "a mapping of model-builder arguments")
-        set_("model_kwargs", {str(k): _jsonable(v) for k, v in self.model_kwargs.items()})
-        if self.normalization is not None:
-            _check_choice("normalization", self.normalization, datasets_lib.NORMALIZATIONS)
-        _check_int("image_size", self.image_size, 1, allow_none=True)
-        keep = self.keep_dense
-        if isinstance(keep, str):
-            keep = (keep,)
-        if not all(isinstance(k, str) and k for k in keep):
-            _fail("keep_dense", self.keep_dense, "a list of layer names")
-        set_("keep_dense", tuple(keep))
-        _check_int("train_steps", self.train_steps, 1)
-        _check_float("train_epochs", self.train_epochs, 0.0, low_open=True, allow_none=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_float("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_float("finetune_learning_rate", self.finetune_learning_rate, 0.0,
-                     low_open=True, allow_none=True)
-        _check_float("weight_decay", self.weight_decay, 0.0)
         set_("prune_fraction", importance_lib.check_fraction(self.prune_fraction))
         importance_lib.check_measure(self.importance)
         importance_lib.check_scope(self.scope)
-        _check_choice("rewinding", self.rewinding, REWINDINGS)
-        _check_int("rewind_step", self.rewind_step, 0)
-        _check_float("rewind_epochs", self.rewind_epochs, 0.0, allow_none=True)
+        check_choice("rewinding", self.rewinding, REWINDINGS)
+        check_int("rewind_step", self.rewind_step, 0)
+        check_float("rewind_epochs", self.rewind_epochs, 0.0, allow_none=True)
         if self.rewinding == "init" and (self.rewind_step or self.rewind_epochs):
             raise ValueError(
                 f"`rewind_step`={self.rewind_step!r} / `rewind_epochs`="
                 f"{self.rewind_epochs!r} need rewinding='step', 'lr' or 'none'; "
                 f"rewinding='init' always rewinds to step 0."
             )
-        _check_int("min_active", self.min_active, 0)
+        check_float("finetune_learning_rate", self.finetune_learning_rate, 0.0,
+                    low_open=True, allow_none=True)
         if not isinstance(self.adaptive, bool):
             _fail("adaptive", self.adaptive, "True or False")
         set_("adaptive_candidates",
              adaptive_lib.check_candidates(self.adaptive_candidates, "adaptive_candidates"))
         set_("adaptive_alphas", adaptive_lib.check_alphas(self.adaptive_alphas,
                                                           "adaptive_alphas"))
-        _check_int("adaptive_examples", self.adaptive_examples, 1)
-        _check_float("repellent", self.repellent)
-        _check_int("seed", self.seed, 0)
-        _check_int("data_seed", self.data_seed, 0, allow_none=True)
+        check_int("adaptive_examples", self.adaptive_examples, 1)
+        check_float("repellent", self.repellent)
+        check_int("seed", self.seed, 0)
+        check_int("data_seed", self.data_seed, 0, allow_none=True)
 
     def to_dict(self) -> Dict[str, Any]:
         """The hyperparameters as a JSON-compatible dict (tuples become lists)."""
@@ -237,29 +167,87 @@ class IMPConfig:
         if unknown:
             raise ValueError(f"Unknown IMPConfig keys {unknown}; known: {sorted(names)}.")
         kwargs = dict(data)
-        for key in ("keep_dense", "adaptive_candidates", "adaptive_alphas"):
+        for key in ("adaptive_candidates", "adaptive_alphas"):
             if key in kwargs and isinstance(kwargs[key], list):
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
-    def run_name(self) -> str:
+    def run_name(self, spec: config_lib.ExperimentSpec) -> str:
         """The run directory name, e.g. ``imp_lenet5_fashion_mnist_idx_p0.2_rewind-step100_global``.
 
         Network, dataset, pruning fraction, rewinding and scope always appear; every other
-        hyperparameter appears as ``<name><value>`` when it differs from its default.
+        IMP or training hyperparameter appears as ``<name><value>`` when it differs from
+        its default (a name shared by two spec sections is written ``<section>-<name>``).
         """
-        cfg = self.to_dict()
         if self.rewind_epochs is not None:
             point = f"{self.rewind_epochs:g}ep"
         else:
             point = str(self.rewind_step) if self.rewind_step else ""
         rewind = f"rewind-{self.rewinding}{point}"
         fraction = f"p{'adaptive' if self.adaptive else ''}{self.prune_fraction:g}"
-        defaults = IMPConfig(network=self.network, dataset=self.dataset).to_dict()
-        head = (self.network, self.dataset, fraction, rewind, self.scope)
-        skip = {"network", "dataset", "prune_fraction", "adaptive", "rewinding",
-                "rewind_step", "rewind_epochs", "scope"}
-        return layout.run_name(cfg, defaults, head=head, skip=skip)
+        head = (spec.network.network_name, spec.data.dataset_name, fraction, rewind,
+                self.scope)
+        skip = {"prune_fraction", "adaptive", "rewinding", "rewind_step", "rewind_epochs",
+                "scope", "network.network_name", "data.dataset_name"}
+        cfg = _short_names(identity(self, spec))
+        defaults = _short_names(identity(IMPConfig(), config_lib.make_spec()))
+        return layout.run_name(cfg, defaults, head=head, skip={_short(k, cfg) for k in skip})
+
+
+def identity(config: IMPConfig, spec: config_lib.ExperimentSpec) -> Dict[str, Any]:
+    """A run's identity (``config.json``): IMP hyperparameters and ``'section.name'`` spec
+    entries (paths and checkpoint / logging frequencies excluded)."""
+    out = config.to_dict()
+    out.update({k: v for k, v in config_lib.spec_to_dict(spec).items()
+                if k not in _NOT_IDENTITY})
+    return out
+
+
+def _short(key, names):
+    """``'section.name'`` -> ``'name'`` unless another section has that name too."""
+    if "." not in key:
+        return key
+    section, name = key.split(".", 1)
+    clash = sum(1 for k in names if k.split(".", 1)[-1] == name) > 1
+    return f"{section}-{name}" if clash else name
+
+
+def _short_names(cfg):
+    return {_short(k, cfg): v for k, v in cfg.items()}
+
+
+def check_spec(spec: config_lib.ExperimentSpec) -> config_lib.ExperimentSpec:
+    """Refuses training settings that contradict IMP (levels start dense from theta_0 and
+    keep their masks fixed); returns ``spec``.
+
+    Raises:
+      ValueError: naming the parameter, its value and what IMP allows.
+    """
+    if not isinstance(spec, config_lib.ExperimentSpec):
+        raise TypeError(f"`spec` must be an ExperimentSpec, got {type(spec).__name__}.")
+    why = ("IMP levels start dense from the run's own theta_0 and prune with "
+           "imp.prune_fraction")
+    net, sp, t = spec.network, spec.sparsity, spec.training
+    checks = [
+        ("sparsity.sparsity", sp.sparsity, 0.0),
+        ("mask_updater.update_alg", spec.mask_updater.update_alg, ""),
+        ("pruning.final_sparsity", spec.pruning.final_sparsity if spec.pruning_active
+         else 0.0, 0.0),
+        ("network.mask_init_path", net.mask_init_path, None),
+        ("network.weight_init_path", net.weight_init_path, None),
+        ("network.weight_init_method", net.weight_init_method, None),
+        ("network.shuffle_mask", net.shuffle_mask, False),
+        ("network.noise_stddev", net.noise_stddev, 0.0),
+        ("network.small_dense_density", net.small_dense_density, None),
+        ("training.use_metainit", t.use_metainit, False),
+        ("training.oneshot_prune_fraction", t.oneshot_prune_fraction, 0.0),
+        ("training.checkpoint_mask_updates", t.checkpoint_mask_updates, False),
+    ]
+    for name, value, allowed in checks:
+        if value != allowed:
+            raise ValueError(f"`{name}`={value!r} is not used by IMP ({why}); leave it at "
+                             f"{allowed!r}.")
+    return spec
 
 
 def _jsonable(value):
@@ -320,42 +308,41 @@ class _BatchLoss(keras.metrics.Metric):
         self.value.assign(0.0)
 
 
+class _LossRecord(tf.Module):
+    """The last ``keep`` per-batch losses; checkpointed with the level (resumable)."""
+
+    def __init__(self, keep):
+        super().__init__(name="loss_record")
+        self.values = tf.Variable(tf.zeros([keep], tf.float32), trainable=False)
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+
 class _LossRecorder(keras.callbacks.Callback):
     def __init__(self, keep):
         super().__init__()
         self.keep = keep
-        self.losses: List[float] = []
+        self.state = _LossRecord(keep)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.losses.append(float(logs["batch_loss"]))
-        if len(self.losses) > self.keep:
-            del self.losses[: len(self.losses) - self.keep]
+        values = np.roll(self.state.values.numpy(), -1)
+        values[-1] = float(logs["batch_loss"])
+        self.state.values.assign(values)
+        self.state.count.assign_add(1)
+
+    @property
+    def losses(self) -> List[float]:
+        n = min(int(self.state.count.numpy()), self.keep)
+        return [float(v) for v in self.state.values.numpy()[self.keep - n:]]
 
 
-@dataclasses.dataclass
-class Start:
-    """Where a level, branch or one-shot run starts.
-
-    Attributes:
-      masks: 'layer/attr' -> 0/1 mask of every prunable weight.
-      weights: Keras variable path -> starting value (masked weights already masked);
-        masks are not included.
-      start_step: the optimizer's first step (the schedule position).
-      end_step: the step training stops at (``end_step - start_step`` steps are run).
-      data_seed: seed of the data order.
-      constant_lr: a constant learning rate overriding the schedule (fine-tuning).
-      width_multiplier: for small-dense models, the width multiplier of the network.
-      info: extra facts recorded in ``metrics.json``.
-    """
-
-    masks: Dict[str, np.ndarray]
-    weights: Dict[str, np.ndarray]
-    start_step: int
-    end_step: int
-    data_seed: int
-    constant_lr: Optional[float] = None
-    width_multiplier: Optional[float] = None
-    info: Dict[str, Any] = dataclasses.field(default_factory=dict)
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha1()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        h.update(key.encode())
+        h.update(str((value.dtype.str, value.shape)).encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
 
 
 class IMPRun:
@@ -363,45 +350,58 @@ class IMPRun:
 
     Args:
       config: the :class:`IMPConfig`.
-      root_dir: parent directory; the run lives in ``root_dir/config.run_name()``.
+      spec: the training spec (``rigl_tf.experiments.config.make_spec(...)`` or, with gin,
+        ``config.resolve()``); default: ``make_spec()``.
+      root_dir: parent directory; the run lives in ``root_dir/config.run_name(spec)``.
       run_dir: explicit run directory (overrides ``root_dir``).
-      data_dir: data directory for IDX / tfds datasets (not part of the identity).
-      eval_batch_size: test batch size.
-      callbacks: extra Keras callbacks passed to every ``fit`` call (``self.stage`` names
+      data_dir: data directory for IDX / tfds datasets (overrides ``data.data_dir``; not
+        part of the identity).
+      strategy: the trainer's strategy: 'default', 'mirrored' or 'tpu'.
+      tpu: TPU address for 'tpu'.
+      callbacks: extra Keras callbacks passed to every training (``self.stage`` names
         what is being trained, e.g. ``'level_02'``).
-      verbose: ``fit`` verbosity.
+      verbose: trainer verbosity (``model.fit`` progress and log lines).
 
     Raises:
-      ValueError: if neither ``root_dir`` nor ``run_dir`` is given, or the training /
-        rewind lengths are inconsistent (``rewind_step`` past the end of training).
+      ValueError: if neither ``root_dir`` nor ``run_dir`` is given, the spec contradicts
+        IMP (:func:`check_spec`), or the training / rewind lengths are inconsistent
+        (``rewind_step`` past the end of training).
       layout.RunDirConflictError: if the run directory belongs to another configuration.
     """
 
-    def __init__(self, config: IMPConfig, root_dir: Optional[str] = None, *,
-                 run_dir: Optional[str] = None, data_dir: Optional[str] = None,
-                 eval_batch_size: int = 1000, callbacks: Sequence = (), verbose: int = 0):
+    def __init__(self, config: IMPConfig, spec: Optional[config_lib.ExperimentSpec] = None,
+                 root_dir: Optional[str] = None, *, run_dir: Optional[str] = None,
+                 data_dir: Optional[str] = None, strategy: str = "default",
+                 tpu: Optional[str] = None, callbacks: Sequence = (), verbose: int = 0):
         if not isinstance(config, IMPConfig):
             raise TypeError(f"`config` must be an IMPConfig, got {type(config).__name__}.")
+        spec = check_spec(config_lib.make_spec() if spec is None else spec)
+        if data_dir is not None:
+            spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data,
+                                                                      data_dir=data_dir))
         if run_dir is None and root_dir is None:
             raise ValueError("IMPRun needs `root_dir` (runs are named by their "
                              "hyperparameters below it) or an explicit `run_dir`.")
+        check_choice("strategy", strategy, ("default", "mirrored", "tpu"))
         self.config = config
-        self.run_dir = run_dir or os.path.join(root_dir, config.run_name())
-        self.data_dir = data_dir
-        self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size, 1)
+        self.spec = spec
+        self.run_dir = run_dir or os.path.join(root_dir, config.run_name(spec))
+        self.data_dir = spec.data.data_dir
+        self.strategy, self.tpu = strategy, tpu
         self.callbacks = list(callbacks)
         self.verbose = verbose
         self.stage = None
-        self.info = datasets_lib.get_dataset_info(config.dataset, data_dir, config.image_size)
+        d = spec.data
+        self.info = datasets_lib.get_dataset_info(d.dataset_name, d.data_dir, d.image_size)
         n_train = self.info.num_examples["train"]
-        self.steps_per_epoch = n_train // config.batch_size
+        batch = spec.training.batch_size
+        self.steps_per_epoch = n_train // batch
         if self.steps_per_epoch < 1:
             raise ValueError(
-                f"`batch_size` ({config.batch_size}) exceeds the {n_train} training examples "
-                f"of {config.dataset!r}."
+                f"`training.batch_size` ({batch}) exceeds the {n_train} training examples "
+                f"of {d.dataset_name!r}."
             )
-        self.total_steps = (config.train_steps if config.train_epochs is None else
-                            max(1, round(config.train_epochs * self.steps_per_epoch)))
+        self.total_steps = spec.training.total_steps
         self.rewind_step = (config.rewind_step if config.rewind_epochs is None else
                             round(config.rewind_epochs * self.steps_per_epoch))
         if self.rewind_step >= self.total_steps:
@@ -409,13 +409,13 @@ class IMPRun:
             value = config.rewind_step if config.rewind_epochs is None else config.rewind_epochs
             raise ValueError(
                 f"`{what}`={value!r} (step {self.rewind_step}) is past the end of training: "
-                f"it must be < the {self.total_steps} training steps (train_steps / "
-                f"train_epochs)."
+                f"it must be < the {self.total_steps} training steps "
+                f"(training.total_steps)."
             )
         self.data_seed = config.seed if config.data_seed is None else config.data_seed
-        layout.claim(self.run_dir, config.to_dict())
+        self.identity = identity(config, spec)
+        layout.claim(self.run_dir, self.identity)
         self._model = None
-        self._test = None
         self._subset = None
 
     # ------------------------------------------------------------------ models and data
@@ -426,22 +426,23 @@ class IMPRun:
           seed: initialization seed (default: the run's seed).
           width_multiplier: overrides the model's width multiplier (small-dense networks).
         """
-        cfg = self.config
-        keras.utils.set_random_seed(cfg.seed if seed is None else seed)
-        kwargs = dict(cfg.model_kwargs)
-        if cfg.weight_decay:
-            kwargs["weight_decay"] = cfg.weight_decay
+        spec = self.spec
+        keras.utils.set_random_seed(self.config.seed if seed is None else seed)
         if width_multiplier is not None:
-            kwargs["width_multiplier"] = width_multiplier
-        base = models_lib.get_model(cfg.network, self.info.input_shape,
-                                    self.info.num_classes, **kwargs)
-        base = canonical_names(base)
-        return rigl_tf.sparsify(base, 0.0, "uniform", keep_dense=list(cfg.keep_dense) or None,
-                                init="dense", min_active=cfg.min_active)
+            net = spec.network
+            kwargs = dict(net.model_kwargs, width_multiplier=width_multiplier)
+            spec = dataclasses.replace(spec, network=dataclasses.replace(
+                net, model_kwargs=kwargs))
+        base = canonical_names(train_lib.build_dense_model(spec, self.info))
+        sp = spec.sparsity
+        return rigl_tf.sparsify(base, 0.0, "uniform",
+                                keep_dense=train_lib._keep_dense(base, sp.keep_dense),
+                                init="dense", min_active=sp.min_active)
 
     @property
     def model(self):
-        """The run's model (built once per process, initialised with ``seed``)."""
+        """The run's reference model (built once per process, initialised with ``seed``);
+        each training builds its own model from a start."""
         if self._model is None:
             self._model = self.build_model()
         return self._model
@@ -456,55 +457,23 @@ class IMPRun:
         skip = self.mask_paths(model)
         return {v.path: v.numpy() for v in model.weights if v.path not in skip}
 
-    def _train_data(self, data_seed, start):
-        cfg = self.config
-        ds = datasets_lib.get_dataset(
-            cfg.dataset, "train", cfg.batch_size, shuffle=True, seed=data_seed,
-            data_dir=self.data_dir, repeat=True, drop_remainder=True,
-            normalization=cfg.normalization, image_size=cfg.image_size)
-        return ds.skip(start) if start else ds
-
-    def _test_data(self):
-        if self._test is None:
-            cfg = self.config
-            self._test = datasets_lib.get_dataset(
-                cfg.dataset, "test", self.eval_batch_size, data_dir=self.data_dir,
-                normalization=cfg.normalization, image_size=cfg.image_size)
-        return self._test
-
     def train_subset(self) -> Tuple[np.ndarray, np.ndarray]:
         """The fixed training subset of the adaptive rule and the subset-loss metric."""
         if self._subset is None:
-            cfg = self.config
-            n = min(cfg.adaptive_examples, self.info.num_examples["train"])
-            kwargs = {"normalization": cfg.normalization, "image_size": cfg.image_size}
+            d = self.spec.data
+            n = min(self.config.adaptive_examples, self.info.num_examples["train"])
+            kwargs = {"normalization": d.normalization, "image_size": d.image_size}
             self._subset = datasets_lib.get_fixed_batch(
-                cfg.dataset, "train", n, seed=self.data_seed, data_dir=self.data_dir,
+                d.dataset_name, "train", n, seed=self.data_seed, data_dir=d.data_dir,
                 **{k: v for k, v in kwargs.items() if v is not None})
         return self._subset
 
-    def _optimizer(self, constant_lr=None):
-        cfg = self.config
-        if constant_lr is not None:
-            lr = constant_lr
-        elif cfg.lr_schedule == "cosine":
-            lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, self.total_steps)
-        else:
-            lr = cfg.learning_rate
-        if cfg.optimizer == "sgd":
-            inner = keras.optimizers.SGD(lr)
-        elif cfg.optimizer == "momentum":
-            inner = keras.optimizers.SGD(lr, momentum=cfg.momentum)
-        else:
-            inner = keras.optimizers.Adam(lr)
-        return rigl_tf.SparseOptimizer(inner, "static")
-
     def finetune_learning_rate(self) -> float:
         """The constant learning rate of rewinding 'none'."""
-        cfg = self.config
+        cfg, opt = self.config, self.spec.optimizer
         if cfg.finetune_learning_rate is not None:
             return cfg.finetune_learning_rate
-        return cfg.learning_rate if cfg.lr_schedule == "constant" else 0.1 * cfg.learning_rate
+        return opt.learning_rate if opt.schedule == "constant" else 0.1 * opt.learning_rate
 
     # ------------------------------------------------------------------ one training run
     def _apply_start(self, model, start: Start):
@@ -516,17 +485,30 @@ class IMPRun:
                 v.assign(start.weights[v.path])
         rigl_tf.set_masks(model, start.masks)
 
-    def train(self, directory: str, start: Start, *, model=None, previous=(),
+    def _level_spec(self, start: Start):
+        spec = self.spec
+        if start.constant_lr is not None:  # fine-tuning: a constant rate, no warm-up
+            spec = dataclasses.replace(spec, optimizer=dataclasses.replace(
+                spec.optimizer, schedule="constant", learning_rate=start.constant_lr,
+                warmup_steps=0))
+        return spec
+
+    def train(self, directory: str, start: Start, *, previous=(),
               capture_step: Optional[int] = None, record_last: int = 0,
               info: Optional[Dict] = None) -> Dict:
-        """Trains from ``start`` and writes mask, start / solution weights and metrics.
+        """Trains from ``start`` with the trainer and writes mask, weights and metrics.
+
+        The trainer's logdir is ``directory/train`` (checkpoints every
+        ``training.save_freq`` steps, summaries, ``results.json``); a killed training
+        resumes there from its latest checkpoint.
 
         Args:
           directory: the level / branch directory (``metrics.json`` is written last).
-          start: the starting point.
-          model: the model to train (default: the run's model).
+          start: the starting point (``start.width_multiplier`` selects a small-dense
+            model).
           previous: earlier optima (key -> array) for the repellent loss.
-          capture_step: also save the weights after this step as ``rewind.weights.npz``.
+          capture_step: also save the weights after exactly this step (a checkpoint of
+            the trainer) as ``rewind.weights.npz``.
           record_last: record this many per-batch training losses (the last ones).
           info: extra entries for ``metrics.json``.
 
@@ -534,53 +516,59 @@ class IMPRun:
           The metrics dict.
         """
         cfg = self.config
-        model = model or self.model
+        if start.end_step != self.total_steps:
+            raise ValueError(f"`start.end_step`={start.end_step} must be the run's "
+                             f"{self.total_steps} training steps.")
         t0 = time.time()
-        self._apply_start(model, start)
+        os.makedirs(directory, exist_ok=True)
         layout.write_arrays(os.path.join(directory, layout.MASK), start.masks)
-        layout.save_weights(model, os.path.join(directory, layout.START))
-        train_model = model
+        logdir = os.path.join(directory, TRAIN_DIR)
+
+        def model_fn():
+            model = self.build_model(width_multiplier=start.width_multiplier)
+            self._apply_start(model, start)
+            layout.save_weights(model, os.path.join(directory, layout.START))
+            return model
+
+        wrap = None
         if cfg.repellent and previous:
-            train_model = repellent_lib.RepellentModel(model, list(previous), cfg.repellent)
-        opt = self._optimizer(start.constant_lr)
-        opt.build(train_model.trainable_variables)
-        opt.iterations.assign(start.start_step)
-        train_model.compile(
-            optimizer=opt,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"), _BatchLoss()],
-            jit_compile=False,
-        )
-        bounds = [start.start_step, start.end_step]
-        if capture_step is not None and start.start_step < capture_step < start.end_step:
-            bounds.insert(1, capture_step)
-        if capture_step is not None and capture_step == start.start_step:
-            layout.save_weights(model, os.path.join(directory, layout.REWIND))
+            def wrap(model):
+                return repellent_lib.RepellentModel(model, list(previous), cfg.repellent)
         recorder = _LossRecorder(record_last) if record_last else None
-        history = {}
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            cbs = self.callbacks + ([recorder] if recorder else [])
-            h = train_model.fit(self._train_data(start.data_seed, a), epochs=1,
-                                steps_per_epoch=b - a, verbose=self.verbose, callbacks=cbs,
-                                shuffle=False)
-            history = {k: float(v[-1]) for k, v in h.history.items()}
-            if b == capture_step:
-                layout.save_weights(model, os.path.join(directory, layout.REWIND))
-        if int(opt.iterations.numpy()) != start.end_step:
-            raise RuntimeError(
-                f"Training stopped at step {int(opt.iterations.numpy())}, expected "
-                f"{start.end_step} (the training data ran out?)."
-            )
-        train_time = time.time() - t0
-        test = train_model.evaluate(self._test_data(), verbose=0, return_dict=True)
+        ident = {"run": self.identity, "train": os.path.relpath(logdir, self.run_dir),
+                 "start_step": start.start_step, "end_step": start.end_step,
+                 "data_seed": start.data_seed, "constant_lr": start.constant_lr,
+                 "width_multiplier": start.width_multiplier, "record_last": record_last,
+                 "capture_step": capture_step, "repellent_optima": len(previous),
+                 "masks": _digest(start.masks), "weights": _digest(start.weights)}
+        trainer_start = train_lib.TrainStart(
+            model_fn=model_fn, identity="# rigl-lottery training\n# " + json.dumps(
+                ident, sort_keys=True) + "\n",
+            start_step=start.start_step, data_seed=start.data_seed,
+            save_steps=() if capture_step is None else (capture_step,), wrap=wrap,
+            metrics=[_BatchLoss()] if recorder else [],
+            callbacks=[recorder] if recorder else [],
+            track={"loss_record": recorder.state} if recorder else {})
+        results = train_lib.train_from_start(
+            self._level_spec(start), trainer_start, logdir, seed=cfg.seed,
+            strategy=self.strategy, tpu=self.tpu, verbose=self.verbose,
+            extra_callbacks=self.callbacks)
+        model = trainer_start.model
+        if capture_step is not None:
+            values = train_lib.load_variables(model, f"{logdir}:{capture_step}",
+                                              "capture_step")
+            weights = {w.path for w in model.weights}
+            layout.write_arrays(os.path.join(directory, layout.REWIND),
+                                {v.path: x for v, x in zip(model.variables, values)
+                                 if v.path in weights})
         x, y = self.train_subset()
         report = rigl_tf.sparsity_report(model)
         total = report.total
         metrics = {
-            "test_accuracy": float(test["accuracy"]),
-            "test_loss": float(test["loss"]),
-            "train_loss": history.get("loss"),
-            "train_accuracy": history.get("accuracy"),
+            "test_accuracy": results["test_accuracy"],
+            "test_loss": results["test_loss"],
+            "train_loss": results["train_loss"],
+            "train_accuracy": results["train_accuracy"],
             "train_subset_loss": adaptive_lib.mean_loss(model, x, y),
             "density": total["active"] / total["size"],
             "sparsity": total["sparsity"],
@@ -590,7 +578,8 @@ class IMPRun:
             "start_step": start.start_step,
             "end_step": start.end_step,
             "steps": start.end_step - start.start_step,
-            "train_time": train_time,
+            "resumed_from_step": results["resumed_from_step"],
+            "train_time": results["wall_time_s"],
             "wall_time": time.time() - t0,
             "constant_lr": start.constant_lr,
             **start.info,
@@ -691,7 +680,7 @@ class IMPRun:
         cfg = self.config
         return importance_lib.prune_masks(
             self.masked_values(weights), masks, density, measure=cfg.importance,
-            scope=cfg.scope, min_active=cfg.min_active, seed=cfg.seed, level=level)
+            scope=cfg.scope, min_active=self.spec.sparsity.min_active, seed=cfg.seed, level=level)
 
     def _choose_fraction(self, level: int, density: float, masks, weights) -> Tuple[float, Dict]:
         cfg = self.config
@@ -711,7 +700,7 @@ class IMPRun:
 
     def run_level(self, level: int) -> Dict:
         """Runs one level (the previous level must be finished); returns its metrics."""
-        _check_int("level", level, 0)
+        check_int("level", level, 0)
         if self.is_finished(level):
             return self.metrics(level)
         directory = self.level_dir(level)
@@ -757,7 +746,7 @@ class IMPRun:
         Returns:
           The metrics of every level run or found, in order.
         """
-        _check_int("levels", levels, 0)
+        check_int("levels", levels, 0)
         if target_sparsity is not None:
             importance_lib.check_fraction(target_sparsity, "target_sparsity")
         out = []
@@ -778,7 +767,7 @@ class IMPRun:
         Uses level 0 (run first if needed), the run's importance measure, scope and
         rewinding mode, and trains like an IMP level; results go to ``omp_s<sparsity>/``.
         """
-        sparsity = _check_float("sparsity", sparsity, 0.0, 1.0, low_open=True, high_open=True)
+        sparsity = check_float("sparsity", sparsity, 0.0, 1.0, low_open=True, high_open=True)
         directory = layout.oneshot_dir(self.run_dir, sparsity)
         if layout.is_finished(directory):
             return layout.read_json(os.path.join(directory, layout.METRICS))
@@ -794,9 +783,7 @@ class IMPRun:
     # ------------------------------------------------------------------ branches
     def run_branch(self, level: int, name: str, seed: int = 1) -> Dict:
         """Runs a branch from a finished level (see :mod:`rigl_tf.lottery.branches`)."""
-        from rigl_tf.lottery import branches
-
-        return branches.run_branch(self, level, name, seed)
+        return branches_lib.run_branch(self, level, name, seed)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> List[Dict]:
@@ -843,5 +830,5 @@ def format_summary(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["IMPConfig", "IMPRun", "LR_SCHEDULES", "OPTIMIZERS", "REWINDINGS", "Start",
-           "canonical_names", "format_summary"]
+__all__ = ["IMPConfig", "IMPRun", "REWINDINGS", "Start", "TRAIN_DIR", "canonical_names",
+           "check_spec", "format_summary", "identity"]

@@ -131,8 +131,7 @@ def claim(run_dir: str, config: Mapping):
             )
         write_json(path, config)
         return
-    with open(path) as f:
-        stored = json.load(f)
+    stored = read_json(path)
     if stored != config:
         keys = sorted(set(stored) | set(config))
         diffs = [f"{k}: run dir has {stored.get(k, '<missing>')!r}, this run has "
@@ -160,10 +159,23 @@ def write_json(path: str, data) -> None:
     files.write_json(path, data)
 
 
+class CorruptRunFileError(ValueError):
+    """A file of an IMP run directory cannot be read (truncated, not JSON/NPZ)."""
+
+
 def read_json(path: str):
-    """Reads a JSON file."""
-    with open(path) as f:
-        return json.load(f)
+    """Reads a JSON file of a run directory.
+
+    Raises:
+      CorruptRunFileError: naming ``path`` if it is not valid JSON.
+    """
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptRunFileError(
+            f"{path!r} is damaged (not valid JSON: {e}); restore it or delete the run "
+            f"directory's affected part to recompute it.") from None
 
 
 def write_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -177,8 +189,18 @@ def write_arrays(path: str, arrays: Mapping[str, np.ndarray]) -> None:
 
 def read_arrays(path: str) -> Dict[str, np.ndarray]:
     """Reads a ``.npz`` archive into a dict (in stored order)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptRunFileError(
+            f"{path!r} is damaged (not a readable .npz archive: {type(e).__name__}: {e}); "
+            f"restore it or delete the run directory's affected part to recompute it."
+        ) from None
 
 
 def save_weights(model, path: str) -> None:

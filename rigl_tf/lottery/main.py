@@ -9,22 +9,30 @@ Usage::
 
 Gin vocabulary:
 
-* ``imp.<name>``: every field of :class:`rigl_tf.lottery.imp.IMPConfig` (network,
-  dataset, training, pruning, rewinding, adaptive ratio, repellent loss, seeds). These
-  define the run: they are stored in ``config.json`` and name its directory
-  ``<root_dir>/<run name>``.
+* ``data.*``, ``network.*``, ``optimizer.*``, ``training.*``, ``sparsity.keep_dense``,
+  ``sparsity.min_active``: the same parameters as ``rigl-train`` (each level and branch
+  is trained by rigl-train's trainer: checkpoints every ``training.save_freq`` steps
+  inside a level, resumption, summaries, mixed precision, weight decay, warm-up).
+* ``imp.<name>``: the IMP-only fields of :class:`rigl_tf.lottery.imp.IMPConfig`
+  (pruning fraction, importance, scope, rewinding, adaptive ratio, repellent loss,
+  seeds). With the training parameters they define the run: they are stored in
+  ``config.json`` and name its directory ``<root_dir>/<run name>``.
 * ``lottery_run.<name>``: what to execute in that run (levels, one-shot pruning,
   branches); changing these never invalidates finished work.
 
 Re-running the same command continues after the last finished level and skips finished
-one-shot runs and branches; a ``--run_dir`` that holds a different configuration is
-refused. The run directory also receives ``operative_config.gin`` (the last invocation's
-gin parameters) and ``summary.json``.
+one-shot runs and branches, and an interrupted level resumes from its latest checkpoint;
+a ``--run_dir`` that holds a different configuration is refused. The run directory also
+receives ``operative_config.gin`` (the last invocation's gin parameters) and
+``summary.json``.
 """
 
 import dataclasses
-import logging as logging_std
+import difflib
+import inspect
 import os
+import re
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
@@ -33,11 +41,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
 
-from rigl_tf.experiments.config import CONFIGS_DIR, add_search_path  # noqa: E402
+from rigl_tf.experiments import config as config_lib  # noqa: E402
 from rigl_tf.lottery import branches as branches_lib  # noqa: E402
 from rigl_tf.lottery import imp as imp_lib  # noqa: E402
 from rigl_tf.lottery import importance as importance_lib  # noqa: E402
 from rigl_tf.lottery import layout  # noqa: E402
+from rigl_tf.lottery.start import check_int  # noqa: E402
+from rigl_tf import locking  # noqa: E402
 
 OPERATIVE_CONFIG = "operative_config.gin"
 
@@ -54,12 +64,11 @@ class RunSpec:
     branches: tuple
     branch_levels: Optional[tuple]
     branch_seeds: tuple
-    eval_batch_size: int
 
 
 @gin.configurable("lottery_run")
 def lottery_run(levels=3, target_sparsity=None, oneshot_sparsities=(), branches=(),
-                branch_levels=None, branch_seeds=(1,), eval_batch_size=1000):
+                branch_levels=None, branch_seeds=(1,)):
     """The work to do in a run.
 
     Args:
@@ -70,12 +79,11 @@ def lottery_run(levels=3, target_sparsity=None, oneshot_sparsities=(), branches=
       branches: branch names to run (see ``rigl_tf.lottery.branches.BRANCHES``).
       branch_levels: IMP levels to branch from (default: the last level reached).
       branch_seeds: branch seeds (>= 1), one branch run per seed.
-      eval_batch_size: test batch size.
 
     Returns:
       A :class:`RunSpec`.
     """
-    imp_lib._check_int("lottery_run.levels", levels, 0)
+    check_int("lottery_run.levels", levels, 0)
     if target_sparsity is not None:
         importance_lib.check_fraction(target_sparsity, "lottery_run.target_sparsity")
     for i, s in enumerate(oneshot_sparsities):
@@ -87,54 +95,72 @@ def lottery_run(levels=3, target_sparsity=None, oneshot_sparsities=(), branches=
                 f"{', '.join(branches_lib.BRANCHES)}.")
     if branch_levels is not None:
         for i, lvl in enumerate(branch_levels):
-            imp_lib._check_int(f"lottery_run.branch_levels[{i}]", lvl, 0)
+            check_int(f"lottery_run.branch_levels[{i}]", lvl, 0)
             if lvl > levels:
                 raise ValueError(
                     f"`lottery_run.branch_levels[{i}]`={lvl} is beyond `lottery_run.levels`"
                     f"={levels}; branch levels must be finished IMP levels.")
     for i, s in enumerate(branch_seeds):
-        imp_lib._check_int(f"lottery_run.branch_seeds[{i}]", s, 1)
-    imp_lib._check_int("lottery_run.eval_batch_size", eval_batch_size, 1)
+        check_int(f"lottery_run.branch_seeds[{i}]", s, 1)
     return RunSpec(int(levels), target_sparsity, tuple(oneshot_sparsities), tuple(branches),
                    None if branch_levels is None else tuple(branch_levels),
-                   tuple(branch_seeds), int(eval_batch_size))
+                   tuple(branch_seeds))
+
+
+# The former ``imp.*`` names of parameters that now come from rigl-train's vocabulary.
+RENAMED = {
+    "imp.network": "network.network_name", "imp.dataset": "data.dataset_name",
+    "imp.model_kwargs": "network.model_kwargs (or network.hidden_sizes)",
+    "imp.normalization": "data.normalization", "imp.image_size": "data.image_size",
+    "imp.keep_dense": "sparsity.keep_dense", "imp.min_active": "sparsity.min_active",
+    "imp.train_steps": "training.total_steps",
+    "imp.train_epochs": "training.total_steps (epochs * training examples // batch size)",
+    "imp.batch_size": "training.batch_size", "imp.optimizer": "optimizer.name",
+    "imp.learning_rate": "optimizer.learning_rate", "imp.momentum": "optimizer.momentum",
+    "imp.lr_schedule": "optimizer.schedule", "imp.weight_decay": "network.weight_decay",
+    "lottery_run.eval_batch_size": "training.val_batch_size",
+}
 
 
 def parse(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()):
-    """Parses gin files and bindings afresh.
-
-    ``include`` statements resolve against the repository's ``configs/`` directory and the
-    directory of each file.
+    """Parses gin files and bindings afresh (rigl-train's parser, with its search paths).
 
     Raises:
       FileNotFoundError: for a missing config file.
-      ValueError: for unknown configurables or parameters.
+      ValueError: for unknown configurables or parameters (a former ``imp.*`` name
+        gets its new name).
     """
-    gin.clear_config()
-    if os.path.isdir(CONFIGS_DIR):
-        add_search_path(CONFIGS_DIR)
-    for f in gin_config:
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"`--gin_config` file {f!r} does not exist.")
-        add_search_path(os.path.dirname(os.path.abspath(f)))
-    root = logging_std.getLogger()
-    root.addFilter(_quiet_gin_lookup)
     try:
-        gin.parse_config_files_and_bindings(list(gin_config), list(gin_bindings),
-                                            finalize_config=False)  # later imports may register
-    finally:
-        root.removeFilter(_quiet_gin_lookup)
+        config_lib.parse(gin_config, gin_bindings)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"`--gin_config`: {e}") from None
+    except ValueError as e:
+        m = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", str(e))
+        if not m or m.group(1) not in ("imp", "lottery_run"):
+            raise
+        name = f"{m.group(1)}.{m.group(2)}"
+        first = str(e).split("\n")[0]
+        if name in RENAMED:
+            raise ValueError(f"`{name}` is now `{RENAMED[name]}` (rigl-train's vocabulary; "
+                             f"see configs/lottery/).\n{first}") from None
+        fn = imp_lib.IMPConfig if m.group(1) == "imp" else lottery_run
+        accepted = list(inspect.signature(inspect.unwrap(fn)).parameters)
+        close = difflib.get_close_matches(m.group(2), accepted, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown parameter `{name}`.{hint} {m.group(1)} accepts: "
+                         f"{', '.join(accepted)}.\n{first}") from None
 
 
-def _quiet_gin_lookup(record) -> bool:
-    # gin logs a failed lookup for every search path it tries before finding an include.
-    message = str(record.msg)
-    return not message.startswith(("Path not found", "system_path_file_exists"))
+def resolve():
+    """``(IMPConfig, ExperimentSpec, RunSpec)`` of the parsed gin config (validated)."""
+    spec = imp_lib.check_spec(config_lib.resolve())
+    return imp(), spec, lottery_run()
 
 
 def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = (), *,
                 root_dir: str = "/tmp/rigl_lottery", run_dir: Optional[str] = None,
                 data_dir: Optional[str] = None, fit_verbose: int = 0,
+                strategy: str = "default", tpu: Optional[str] = None,
                 print_fn=print) -> Dict:
     """Runs (or resumes) the IMP run that the gin files and bindings describe.
 
@@ -143,8 +169,10 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
       gin_bindings: gin bindings (applied after the files).
       root_dir: parent of the run directory (named by the hyperparameters).
       run_dir: explicit run directory (overrides ``root_dir``).
-      data_dir: data directory for IDX / tfds datasets.
-      fit_verbose: ``model.fit`` verbosity.
+      data_dir: data directory for IDX / tfds datasets (overrides ``data.data_dir``).
+      fit_verbose: the trainer's verbosity (``model.fit`` progress and log lines).
+      strategy: the trainer's strategy ('default', 'mirrored' or 'tpu').
+      tpu: TPU address for 'tpu'.
       print_fn: where tables go.
 
     Returns:
@@ -155,10 +183,20 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
         ``layout.RunDirConflictError`` for a run directory of another configuration.
     """
     parse(gin_config, gin_bindings)
-    config = imp()
-    spec = lottery_run()
-    run = imp_lib.IMPRun(config, root_dir, run_dir=run_dir, data_dir=data_dir,
-                         eval_batch_size=spec.eval_batch_size, verbose=fit_verbose)
+    config, train_spec, spec = resolve()
+    named = train_spec if data_dir is None else dataclasses.replace(
+        train_spec, data=dataclasses.replace(train_spec.data, data_dir=data_dir))
+    directory = run_dir or os.path.join(root_dir, config.run_name(named))
+    with locking.exclusive(directory, "IMP run directory"):
+        return _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose,
+                           strategy, tpu, print_fn)
+
+
+def _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose, strategy,
+                tpu, print_fn):
+    """:func:`run_lottery` while this process owns the run directory."""
+    run = imp_lib.IMPRun(config, train_spec, root_dir, run_dir=run_dir, data_dir=data_dir,
+                         strategy=strategy, tpu=tpu, verbose=fit_verbose)
     _write_text(os.path.join(run.run_dir, OPERATIVE_CONFIG), gin.operative_config_str())
     print_fn(f"IMP run directory: {run.run_dir}")
     done = run.finished_levels()
@@ -223,21 +261,9 @@ def _format_savings(s):
 # --------------------------------------------------------------------------- absl
 
 
-def _define_flags():
-    # Defined on first use, not at import: rigl-train defines --gin_config and
-    # --gin_bindings too, and both modules may live in one process (tests, notebooks).
-    def define(kind, name, default, help_):
-        if name not in flags.FLAGS:
-            getattr(flags, kind)(name, default, help_)
-
-    define("DEFINE_multi_string", "gin_config", [], "Gin config files (later ones override).")
-    define("DEFINE_multi_string", "gin_bindings", [],
-           "Gin bindings, e.g. 'imp.train_steps = 100'.")
-    define("DEFINE_string", "root_dir", "/tmp/rigl_lottery",
-           "Parent directory of run directories (named by the hyperparameters).")
-    define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
-    define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
-    define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
+# The flags live in a module without TensorFlow (rigl-lottery --help answers at once).
+from rigl_tf.experiments.lottery_flags import FLAG_NAMES as _FLAG_NAMES  # noqa: E402
+from rigl_tf.experiments.lottery_flags import define_flags as _define_flags  # noqa: E402
 
 
 def main(argv):
@@ -245,13 +271,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
-    run_lottery(F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
-                data_dir=F.data_dir, fit_verbose=F.fit_verbose)
+    from rigl_tf.errors import report_errors
+
+    code = report_errors("rigl-lottery", lambda: run_lottery(
+        F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
+        data_dir=F.data_dir, fit_verbose=F.fit_verbose, strategy=F.strategy, tpu=F.tpu),
+        debug=F.debug)
+    if code:
+        sys.exit(code)
 
 
 def run(argv=None):
-    """Console-script entry point (``rigl-lottery``)."""
+    """Entry point of ``python -m rigl_tf.lottery.main`` (the console script
+    ``rigl-lottery`` is rigl_tf/commands/lottery.py, which parses before importing TF)."""
+    from rigl_tf.commands import _cli
+
     _define_flags()
+    _cli.adopt_key_flags(names=_FLAG_NAMES)  # `rigl-lottery --help` lists them
     app.run(main, argv=argv)
 
 
