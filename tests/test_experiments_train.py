@@ -462,6 +462,7 @@ def test_structured_pattern_from_gin(tmp_path):
         _cfg("quickstart.gin"),
         ["training.total_steps = 12", "training.save_freq = 12", "training.log_freq = 6",
          "mask_updater.update_freq = 4", "mask_updater.last_update_step = -1",
+         "mask_updater.schedule_alg = 'constant'",  # cosine needs an end step
          "sparsity.sparsity = 0.5", "sparsity.distribution = 'uniform'",
          "sparsity.pattern = '2:4'"],
         logdir=logdir)
