@@ -32,7 +32,8 @@ _LAZY = {
     "prune_at_init": "rigl_tf.keras.oneshot",
     **dict.fromkeys(["export", "export_report"], "rigl_tf.deploy"),
 }
-_SUBMODULES = ("analysis", "callbacks", "commands", "compressed", "deploy", "experiments",
+_SUBMODULES = ("analysis", "callbacks", "commands", "compressed", "deploy", "errors",
+               "experiments", "locking", "reproduce",
                "files", "inference", "interop", "keras", "lottery", "progress", "sparsity",
                "startup", "updaters")
 

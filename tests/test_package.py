@@ -114,7 +114,7 @@ def test_every_documented_module_path_imports():
     """Each dotted ``rigl_tf.x.y`` in the README resolves; each module among them imports."""
     import rigl_tf
 
-    paths = sorted(set(re.findall(r"\brigl_tf(?:\.[A-Za-z_]\w*)+", _readme())))
+    paths = sorted(set(re.findall(r"(?<![\w./])rigl_tf(?:\.[A-Za-z_]\w*)+", _readme())))
     assert "rigl_tf.updaters" in paths
     problems = []
     for path in paths:

@@ -725,7 +725,8 @@ OWNED_FILES = (OPERATIVE_CONFIG, RESULTS, "checkpoint", f"{CKPT_NAME}-*.index",
                f"{CKPT_NAME}-*.data-*", "*.tmp-*", "summaries/events.out.tfevents.*",
                "mask_updates/*/checkpoint", f"mask_updates/*/{CKPT_NAME}-*",
                "hessian/*.eigvals.npy", "hessian/*.tmp-*", locking.LOCK_NAME)
-OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp")
+OWNED_DIRS = (f"{CKPT_NAME}-*_temp", f"mask_updates/*/{CKPT_NAME}-*_temp", "workertemp",
+              ".tmp-*", "hessian/.tmp-*")  # the last two: files.atomic_output staging
 
 
 def _matches(rel: str, patterns) -> bool:

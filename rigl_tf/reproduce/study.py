@@ -71,6 +71,8 @@ FULL = Budget(
 BUDGET_BY_NAME = {"quick": QUICK, "full": FULL}
 
 
+# Runs whose step-0 point is embedded next to the solutions (Fig. 5a).
+INIT_POINTS = ("lottery_s1", "scratch")
 # Runs whose gradient norm is also measured around every mask update (Fig. 3).
 UPDATE_METHODS = (rp.SET, rp.SET_PLUS, rp.RIGL, rp.RIGL_PLUS)
 
@@ -497,7 +499,7 @@ class Study:
             run = self._run(model, name)
             prefixes += [run.prefix(run.steps[0]), run.prefix(run.steps[-1])]
         params = {"examples": self.budget.eval_examples, "alphas": self.budget.alphas,
-                  "groups": groups}
+                  "groups": groups, "init_points": INIT_POINTS}
 
         def compute():
             from rigl_tf.analysis import (distance_matrix, error_barrier, interpolate,
@@ -514,10 +516,11 @@ class Study:
             to_prune = {g: [l2_distance(final[n], ref) for n in ns] for g, ns in groups.items()}
             init_to_prune = {g: [l2_distance(init[n], ref) for n in ns]
                              for g, ns in groups.items()}
-            labels = [f"{n} final" for n in names] + [f"{n} init" for n in names
-                                                      if n.startswith(("prune_s0", "scratch"))]
-            points = [final[n] for n in names] + [init[n] for n in names
-                                                  if n.startswith(("prune_s0", "scratch"))]
+            # Step-0 points: the ticket's (the pruning init with its final mask) and the
+            # scratch runs' (same mask, new init).
+            starts = [n for n in names if n.startswith(INIT_POINTS)]
+            labels = [f"{n} final" for n in names] + [f"{n} init" for n in starts]
+            points = [final[n] for n in names] + [init[n] for n in starts]
             matrix = distance_matrix(points, "l2")
             coords = mds_embedding(matrix, 2)
             run = self._run(model, "prune_s0")
