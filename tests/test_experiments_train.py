@@ -496,7 +496,7 @@ def _readme_workflow():
             continue
         for key, value in env.items():
             line = line.replace(f"${key}", value)
-        args = shlex.split(line)
+        args = shlex.split(line, comments=True)
         assert args[0] == "rigl-train", line
         flags = {"gin_config": [], "gin_bindings": []}
         for arg in args[1:]:
