@@ -344,7 +344,11 @@ def set_masks(model, masks: Mapping[str, np.ndarray], apply: bool = True):
     Args:
       model: a model with SparseWrappers.
       masks: map to 0/1 arrays of the weights' shapes. Keys not given keep their masks.
-      apply: also zero the weights where the new masks are zero.
+      apply: also zero the weights where the new masks are zero. With False, call
+        ``apply_masks`` before training on: a ``SparseOptimizer`` whose inner optimizer
+        keeps zeros re-applies masks only at step 0 and after topology updates.
+
+    Every built ``SparseOptimizer`` resets its slots where the new masks are zero.
 
     Raises:
       ValueError: for unknown keys, wrong shapes or non-binary values. Nothing is changed
@@ -371,12 +375,22 @@ def set_masks(model, masks: Mapping[str, np.ndarray], apply: bool = True):
         mask.assign(value.astype(mask.dtype))
         if apply:
             weight.assign(weight * mask)
+    _masks_changed([by_key[key][1] for key in checked])
 
 
 def apply_masks(model):
-    """Zeroes every masked-out weight of ``model`` (exact zeros)."""
-    for _, weight, mask in _require_sparse(model):
+    """Zeroes every masked-out weight of ``model`` (exact zeros) and the optimizer slots
+    there (of every built ``SparseOptimizer``)."""
+    items = _require_sparse(model)
+    for _, weight, mask in items:
         weight.assign(weight * mask)
+    _masks_changed([mask for _, _, mask in items])
+
+
+def _masks_changed(masks):
+    from rigl_tf.keras.optimizer import masks_changed
+
+    masks_changed(masks)
 
 
 def strip(model):
