@@ -80,11 +80,12 @@ SPECIAL = [
      "tested with local worker processes in tests/test_multiworker.py)", None),
     ("tensorboard --logdir", [("tensorboard --logdir", "tensorboard --inspect --logdir"),
                               ('pip install "rigl_tf[tensorboard]"', "true")], None),
-    # The analysis examples use an IMP run directory (RUN, made by the rigl-lottery block)
-    # and second-seed runs (lottery_s1/_s2, scratch_s1/_s2) that the workflow block does not
+    # The analysis examples use an IMP run directory (RUN, made by the rigl-lottery block),
+    # the RigL run's update at step 500 and second-seed runs (lottery_s1/_s2, scratch_s1/_s2) that the workflow block does not
     # create: they are mapped to the workflow's lottery and scratch runs.
     ("rigl-ticket-stats --evolution RUN/", [
         ("RUN/", "$(ls -d $RT/lottery/*/ | head -1)"),
+        ("rigl:500", "rigl:10"),  # a mask-update step of the 20-step run (every 5 steps)
         ("lottery_s1", "lottery"), ("lottery_s2", "lottery"),
         ("scratch_s1", "scratch"), ("scratch_s2", "scratch")], None),
 ]

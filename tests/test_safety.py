@@ -65,6 +65,7 @@ def _hold(directory):
 # --------------------------------------------------------------------------- 1. locks
 
 
+@pytest.mark.slow
 def test_second_process_on_a_locked_logdir_fails_at_once_and_changes_nothing(tmp_path):
     logdir = str(tmp_path / "run")
     train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0)
@@ -203,6 +204,7 @@ def test_truncated_latest_checkpoint_is_reported_and_skipped(tmp_path, capsys):
     assert out["test_accuracy"] == ref["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_all_checkpoints_damaged_is_refused_not_restarted(tmp_path):
     logdir = str(tmp_path / "run")
     train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0)
@@ -415,6 +417,7 @@ def test_bad_values_fail_before_any_write_and_in_dry_runs(tmp_path, binding, pat
     assert not os.path.exists(logdir)
 
 
+@pytest.mark.slow
 def test_masks_denser_than_configured_are_refused(tmp_path):
     dense = str(tmp_path / "dense")
     train.run_experiment([QUICKSTART], TINY + ["sparsity.sparsity = 0.0",
@@ -458,6 +461,7 @@ class _Overflow(keras.callbacks.Callback):
         kernel.assign(np.full(kernel.shape, 3e38, "float32"))
 
 
+@pytest.mark.slow
 def test_nonfinite_metrics_are_written_as_valid_json(tmp_path):
     logdir = str(tmp_path / "run")
     out = train.run_experiment([QUICKSTART], TINY, logdir=logdir, verbose=0,
@@ -476,6 +480,7 @@ class _FailAtStart(keras.callbacks.Callback):
         raise RuntimeError("simulated failure before the first step")
 
 
+@pytest.mark.slow
 def test_new_run_failing_before_its_first_step_leaves_nothing_behind(tmp_path):
     logdir = str(tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated"):
@@ -495,6 +500,7 @@ def test_new_run_failing_before_its_first_step_leaves_nothing_behind(tmp_path):
     assert os.listdir(mine) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_hessian_mode_recomputes_a_truncated_eigenvalue_file(tmp_path):
     logdir = str(tmp_path / "run")
     small = TINY + ["network.hidden_sizes = (4,)", "hessian.ckpt_ids = (2,)",

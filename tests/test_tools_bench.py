@@ -27,8 +27,16 @@ def test_bench_init_quick():
 @pytest.mark.slow
 def test_bench_training_quick():
     out = _run("bench_training.py", "--quick")
-    assert set(out["ratios"]["mlp"]) == {"static_over_dense", "rigl_over_dense"}
-    assert all(v > 0 for v in out["ratios"]["mlp"].values())
+    keys = {"static_over_dense", "rigl_over_dense", "rigl_amortised_over_dense",
+            "update_step_over_dense"}
+    for ratios in (out["ratios"]["mlp"], out["cpu_ratios"]["mlp"]):
+        assert set(ratios) == keys
+        assert all(v > 0 for v in ratios.values())
+    details = out["details"]["mlp"]
+    assert details["steps_timed_per_variant"] == 2 * 3
+    assert details["rigl_update_steps_timed"] == 2  # one per timed round
+    assert set(details["cpu_spread"]["static_over_dense"]) == {"min", "max", "iqr"}
+    assert len(out["loadavg_before"]) == 3 and out["cpu_count"] >= 1
 
 
 @pytest.mark.slow

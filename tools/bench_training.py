@@ -1,14 +1,25 @@
-"""Benchmark: model.fit step time of dense vs static-masked vs RigL training on CPU.
+"""Benchmark: training step time of dense vs static-masked vs RigL training on CPU.
 
-For LeNet5 (28x28x1), the 300-100 MLP and a CIFAR ResNet-20 at batch 128, the three
-variants are timed in the same process, interleaved in chunks (so machine noise hits all
-of them alike), and reported as medians and ratios to dense. RigL uses update_freq=100, so
-the window contains mask updates; its mean step time is reported too. If
-tensorflow-model-optimization is importable, the same ratio for its prune_low_magnitude
-on the tf_keras twin is measured in a subprocess (importing tfmot switches tf.keras).
+For the paper's LeNet5 (28x28x1, 44,426 parameters), the 300-100 MLP and a CIFAR ResNet-20
+at batch 128 and 90% ERK sparsity, the compiled train step that ``model.fit`` runs
+(``model.train_function``, built by a warm-up ``fit``) is timed for the three variants in
+the same process. Steps are interleaved one by one in a shuffled order, so machine noise
+hits all variants alike; the steps are grouped into rounds, each round gives one ratio per
+variant (median step / median dense step), and the report gives the median over rounds
+and their spread (min, max, interquartile range). Both wall-clock time and the process's
+CPU time are measured: on a loaded machine the CPU-time ratios are the stable ones.
 
-    python tools/bench_training.py                 # full run, one JSON object
-    python tools/bench_training.py --quick         # tiny smoke run (used by the tests)
+RigL updates every 100 steps. To time update steps without running hundreds of steps, the
+RigL model's step counter is moved before each round so that its middle step is an update
+step; ``rigl_over_dense`` is the median over ordinary steps, ``rigl_amortised_over_dense``
+is (99 x median ordinary step + median update step) / 100 over the median dense step.
+
+If tensorflow-model-optimization is importable, the same ratio for its
+``prune_low_magnitude`` on tf_keras twins of LeNet5 and the MLP is measured in a
+subprocess (importing tfmot switches tf.keras) with the same schedule.
+
+    python tools/bench_training.py                 # default run (a few minutes), one JSON
+    python tools/bench_training.py --quick         # tiny smoke run, no tfmot (tests)
 """
 
 import argparse
@@ -22,31 +33,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+# key -> (registry name, input shape)
 MODELS = {
     "lenet5": ("lenet5", (28, 28, 1)),
     "mlp": ("mlp", (28, 28, 1)),
     "resnet20": ("resnet20", (32, 32, 3)),
 }
+LENET5_PARAMS = 44_426  # the paper's LeNet5 at 28x28x1, 10 classes
+UPDATE_FREQ = 100
+TARGETS = {"static_over_dense": 1.02, "rigl_over_dense": 1.05,
+           "rigl_amortised_over_dense": 1.10}
 
 
-class _Timer:
-    """Collects per-batch wall times (a Keras callback built lazily)."""
+def _paper_lenet5(layers, shape):
+    """Conv 6@5x5 - pool - Conv 16@5x5 - pool - Dense 120 - Dense 84 - Dense 10 (valid)."""
+    L = layers
+    return [L.Conv2D(6, 5, activation="relu"), L.MaxPooling2D(2),
+            L.Conv2D(16, 5, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
+            L.Dense(120, activation="relu"), L.Dense(84, activation="relu"), L.Dense(10)]
 
-    def __new__(cls):
-        import keras
 
-        class T(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times = []
+def _keras3_model(key):
+    from rigl_tf.experiments.models import count_params, get_model
 
-            def on_train_batch_begin(self, batch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter() - self._t)
-
-        return T()
+    name, shape = MODELS[key]
+    model = get_model(name, shape, 10)
+    if key == "lenet5" and count_params(model, kernels_only=False) != LENET5_PARAMS:
+        raise RuntimeError(f"The registry's lenet5 is not the paper's ({LENET5_PARAMS} "
+                           f"parameters), so the tfmot twin would differ.")
+    return model
 
 
 def _data(shape, batch):
@@ -58,17 +73,59 @@ def _data(shape, batch):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
 
 
-def bench_keras3(names, batch, chunk, rounds, sparsity):
+def _spread(values):
+    q1, q3 = np.percentile(values, [25, 75])
+    return {"min": round(float(np.min(values)), 4), "max": round(float(np.max(values)), 4),
+            "iqr": round(float(q3 - q1), 4)}
+
+
+def _interleave(variants, iterators, rounds, steps, seed, before_round=None, after_step=None):
+    """Runs ``rounds`` + 1 rounds (round 0 warms up) of ``steps`` steps per variant.
+
+    Returns {variant: [(round, wall seconds, cpu seconds, tag), ...]} for the timed rounds.
+    """
+    rng = np.random.RandomState(seed)
+    names = list(variants)
+    out = {v: [] for v in names}
+    for r in range(rounds + 1):
+        if before_round is not None:
+            before_round(steps)
+        for _ in range(steps):
+            for v in rng.permutation(names):
+                fn = variants[v].train_function
+                c0, t0 = time.process_time(), time.perf_counter()
+                fn(iterators[v])
+                t1, c1 = time.perf_counter(), time.process_time()
+                tag = after_step(v) if after_step is not None else None
+                if r > 0:
+                    out[v].append((r, t1 - t0, c1 - c0, tag))
+    return out
+
+
+def _ratios(samples, base="dense", select=None):
+    """Per-round ratio of median step times to the baseline's, for wall and CPU time."""
+    res = {}
+    for kind, col in (("wall", 1), ("cpu", 2)):
+        per_round = []
+        for r in sorted({s[0] for s in samples[base]}):
+            b = np.median([s[col] for s in samples[base] if s[0] == r])
+            mine = [s[col] for s in select if s[0] == r]
+            if mine:
+                per_round.append(float(np.median(mine) / b))
+        res[kind] = per_round
+    return res
+
+
+def bench_keras3(names, batch, rounds, steps, sparsity, seed):
     import keras
 
     import rigl_tf
-    from rigl_tf.experiments.models import get_model
 
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     results = {}
     for key in names:
-        name, shape = MODELS[key]
-        base = get_model(name, shape, 10)
+        _, shape = MODELS[key]
+        base = _keras3_model(key)
         variants = {}
         dense = keras.models.clone_model(base)
         dense.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss)
@@ -77,126 +134,180 @@ def bench_keras3(names, batch, chunk, rounds, sparsity):
         static.compile(rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.01, momentum=0.9)), loss)
         variants["static"] = static
         rigl = rigl_tf.sparsify(base, sparsity, "erk")
-        rigl.compile(rigl_tf.SparseOptimizer(
+        rigl_opt = rigl_tf.SparseOptimizer(
             keras.optimizers.SGD(0.01, momentum=0.9),
-            rigl_tf.updaters.RigL(update_freq=100, init_drop_fraction=0.3)), loss)
+            rigl_tf.updaters.RigL(update_freq=UPDATE_FREQ, init_drop_fraction=0.3))
+        rigl.compile(rigl_opt, loss)
         variants["rigl"] = rigl
         ds = _data(shape, batch)
-        times = {v: [] for v in variants}
-        for r in range(rounds + 1):
-            for v, model in variants.items():
-                timer = _Timer()
-                model.fit(ds, steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=[timer],
-                          shuffle=False)
-                if r > 0:  # round 0 compiles and warms up
-                    times[v].extend(timer.times)
-        med = {v: float(np.median(t)) for v, t in times.items()}
-        mean = {v: float(np.mean(t)) for v, t in times.items()}
-        results[key] = {
-            "median_step_seconds": {v: round(t, 5) for v, t in med.items()},
-            "mean_step_seconds": {v: round(t, 5) for v, t in mean.items()},
-            "steps_timed": len(times["dense"]),
-            "rigl_updates_in_window": int(rigl.optimizer.iterations.numpy()) // 100,
-            "static_over_dense": round(med["static"] / med["dense"], 4),
-            "rigl_over_dense": round(med["rigl"] / med["dense"], 4),
-            "rigl_mean_over_dense_mean": round(mean["rigl"] / mean["dense"], 4),
-        }
+        iterators = {}
+        for v, model in variants.items():
+            model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # builds train_function
+            iterators[v] = iter(model.distribute_strategy.experimental_distribute_dataset(ds))
+
+        def before_round(n):
+            # The round's middle RigL step becomes an update step.
+            it = int(rigl_opt.iterations.numpy())
+            target = (it // UPDATE_FREQ + 1) * UPDATE_FREQ - n // 2
+            rigl_opt.iterations.assign(max(target, it))
+
+        last = {"update": int(rigl_opt.last_update_step.numpy())}
+
+        def after_step(v):
+            if v != "rigl":
+                return None
+            now = int(rigl_opt.last_update_step.numpy())
+            updated, last["update"] = now != last["update"], now
+            return "update" if updated else "ordinary"
+
+        samples = _interleave(variants, iterators, rounds, steps, seed, before_round, after_step)
+        ordinary = [s for s in samples["rigl"] if s[3] == "ordinary"]
+        updates = [s for s in samples["rigl"] if s[3] == "update"]
+        entry = {"steps_timed_per_variant": len(samples["dense"]),
+                 "rigl_update_steps_timed": len(updates),
+                 "median_step_ms": {}, "median_cpu_step_ms": {}}
+        for v in variants:
+            rows = ordinary if v == "rigl" else samples[v]
+            entry["median_step_ms"][v] = round(1e3 * float(np.median([s[1] for s in rows])), 3)
+            entry["median_cpu_step_ms"][v] = round(1e3 * float(np.median([s[2] for s in rows])), 3)
+        for kind, col in (("wall", 1), ("cpu", 2)):
+            if updates:
+                entry[f"median_{kind}_update_step_ms"] = round(
+                    1e3 * float(np.median([s[col] for s in updates])), 3)
+        for label, sel in (("static_over_dense", samples["static"]),
+                           ("rigl_over_dense", ordinary)):
+            per_round = _ratios(samples, select=sel)
+            for kind in ("wall", "cpu"):
+                entry.setdefault(kind, {})[label] = round(float(np.median(per_round[kind])), 4)
+                entry.setdefault(f"{kind}_spread", {})[label] = _spread(per_round[kind])
+        if updates:
+            for kind, col in (("wall", 1), ("cpu", 2)):
+                d = np.median([s[col] for s in samples["dense"]])
+                o = np.median([s[col] for s in ordinary])
+                u = np.median([s[col] for s in updates])
+                amortised = ((UPDATE_FREQ - 1) * o + u) / UPDATE_FREQ / d
+                entry[kind]["rigl_amortised_over_dense"] = round(float(amortised), 4)
+                entry[kind]["update_step_over_dense"] = round(float(u / d), 2)
+        results[key] = entry
     return results
 
 
-def bench_tfmot(names, batch, chunk, rounds, sparsity):
+def _tfk_model(tfk, key):
+    name, shape = MODELS[key]
+    L = tfk.layers
+    if key == "mlp":
+        layers = [L.Flatten(), L.Dense(300, activation="relu"), L.Dense(100, activation="relu"),
+                  L.Dense(10)]
+    else:
+        layers = _paper_lenet5(L, shape)
+    return tfk.Sequential([L.InputLayer(input_shape=shape)] + layers)
+
+
+def bench_tfmot(names, batch, rounds, steps, sparsity, seed):
     from rigl_tf.interop.tfmot import import_tfmot
 
     tfmot, tfk = import_tfmot()
     results = {}
     for key in names:
-        name, shape = MODELS[key]
         if key == "resnet20":
             continue  # no tf_keras twin of the functional ResNet here
-        L = tfk.layers
-
-        def build():
-            if name == "mlp":
-                return tfk.Sequential([L.Flatten(input_shape=shape), L.Dense(300, activation="relu"),
-                                       L.Dense(100, activation="relu"), L.Dense(10)])
-            return tfk.Sequential([
-                L.Conv2D(20, 5, padding="same", activation="relu", input_shape=shape),
-                L.MaxPool2D(), L.Conv2D(50, 5, padding="same", activation="relu"), L.MaxPool2D(),
-                L.Flatten(), L.Dense(500, activation="relu"), L.Dense(10)])
-
+        _, shape = MODELS[key]
         loss = tfk.losses.SparseCategoricalCrossentropy(from_logits=True)
-        dense = build()
+        dense = _tfk_model(tfk, key)
         dense.compile(tfk.optimizers.SGD(0.01, momentum=0.9), loss)
-        pruned = tfmot.sparsity.keras.prune_low_magnitude(
-            build(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(sparsity, 0, frequency=100))
+        schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, 0, frequency=UPDATE_FREQ)
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(_tfk_model(tfk, key),
+                                                          pruning_schedule=schedule)
         pruned.compile(tfk.optimizers.SGD(0.01, momentum=0.9), loss)
         ds = _data(shape, batch)
-        times = {"dense": [], "tfmot": []}
-
-        class T(tfk.callbacks.Callback):
-            def __init__(self, sink):
-                super().__init__()
-                self.sink = sink
-
-            def on_train_batch_begin(self, batch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                self.sink.append(time.perf_counter() - self._t)
-
-        for r in range(rounds + 1):
-            for v, model in (("dense", dense), ("tfmot", pruned)):
-                sink = [] if r == 0 else times[v]
-                cbs = [T(sink)]
-                if v == "tfmot":
-                    cbs.append(tfmot.sparsity.keras.UpdatePruningStep())
-                model.fit(ds, steps_per_epoch=chunk, epochs=1, verbose=0, callbacks=cbs,
-                          shuffle=False)
-        med = {v: float(np.median(t)) for v, t in times.items()}
-        results[key] = {"tfmot_over_dense": round(med["tfmot"] / med["dense"], 4),
-                        "median_step_seconds": {v: round(t, 5) for v, t in med.items()}}
+        variants = {"dense": dense, "tfmot": pruned}
+        iterators = {}
+        for v, model in variants.items():
+            cbs = [tfmot.sparsity.keras.UpdatePruningStep()] if v == "tfmot" else []
+            model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, callbacks=cbs)
+            iterators[v] = iter(model.distribute_strategy.experimental_distribute_dataset(ds))
+        samples = _interleave(variants, iterators, rounds, steps, seed)
+        per_round = _ratios(samples, select=samples["tfmot"])
+        results[key] = {
+            "wall": {"tfmot_over_dense": round(float(np.median(per_round["wall"])), 4)},
+            "cpu": {"tfmot_over_dense": round(float(np.median(per_round["cpu"])), 4)},
+            "wall_spread": {"tfmot_over_dense": _spread(per_round["wall"])},
+            "cpu_spread": {"tfmot_over_dense": _spread(per_round["cpu"])},
+            "median_step_ms": {v: round(1e3 * float(np.median([s[1] for s in samples[v]])), 3)
+                               for v in variants},
+        }
     return results
 
 
+def _plan(args):
+    """Per-model (rounds, steps per round): ResNet-20 steps are ~100x longer."""
+    return {k: (args.rounds, args.steps) if k != "resnet20" else
+            (args.resnet_rounds, args.resnet_steps) for k in MODELS}
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--models", default="lenet5,mlp,resnet20")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--chunk", type=int, default=50, help="steps per interleaved chunk")
-    parser.add_argument("--rounds", type=int, default=4, help="timed rounds per variant")
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (small models)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="steps per variant per round (small models)")
+    parser.add_argument("--resnet_rounds", type=int, default=4)
+    parser.add_argument("--resnet_steps", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the step order")
     parser.add_argument("--tfmot_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.models, args.batch, args.chunk, args.rounds = "mlp", 16, 3, 1
+        args.models, args.batch, args.rounds, args.steps = "mlp", 16, 2, 3
     names = [n for n in args.models.split(",") if n]
     for n in names:
         if n not in MODELS:
             parser.error(f"--models: unknown model {n!r}; known: {', '.join(MODELS)}")
+    plan = _plan(args)
+    start = time.time()
     if args.tfmot_only:
-        print(json.dumps(bench_tfmot(names, args.batch, args.chunk, args.rounds, args.sparsity)))
+        out = {}
+        for n in names:
+            out.update(bench_tfmot([n], args.batch, *plan[n], args.sparsity, args.seed))
+        print(json.dumps(out))
         return
-    results = bench_keras3(names, args.batch, args.chunk, args.rounds, args.sparsity)
-    out = {
-        "config": {"batch": args.batch, "chunk": args.chunk, "rounds": args.rounds,
-                   "sparsity": args.sparsity, "distribution": "erk", "rigl_update_freq": 100},
-        "ratios": {k: {"static_over_dense": v["static_over_dense"],
-                       "rigl_over_dense": v["rigl_over_dense"]} for k, v in results.items()},
-        "details": results,
-        "targets": {"static_over_dense": 1.10, "rigl_over_dense": 1.15},
-    }
+    load_before = os.getloadavg()
+    tfmot = None
     import importlib.util
 
-    if importlib.util.find_spec("tensorflow_model_optimization") is not None:
-        cmd = [sys.executable, __file__, "--tfmot_only", "--models", ",".join(names),
-               "--batch", str(args.batch), "--chunk", str(args.chunk),
-               "--rounds", str(args.rounds), "--sparsity", str(args.sparsity)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == 0:
-            out["tfmot"] = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:
-            out["tfmot"] = {"error": proc.stderr.strip().splitlines()[-1:]}
+    if not args.quick and importlib.util.find_spec("tensorflow_model_optimization") is not None:
+        cmd = [sys.executable, os.path.abspath(__file__), "--tfmot_only", "--models",
+               ",".join(n for n in names if n != "resnet20") or "none",
+               "--batch", str(args.batch), "--rounds", str(args.rounds),
+               "--steps", str(args.steps), "--sparsity", str(args.sparsity),
+               "--seed", str(args.seed)]
+        if any(n != "resnet20" for n in names):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode == 0:
+                tfmot = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                tfmot = {"error": proc.stderr.strip().splitlines()[-1:]}
+    results = {}
+    for n in names:
+        results.update(bench_keras3([n], args.batch, *plan[n], args.sparsity, args.seed))
+    out = {
+        "config": {"batch": args.batch, "sparsity": args.sparsity, "distribution": "erk",
+                   "rigl_update_freq": UPDATE_FREQ, "optimizer": "SGD(0.01, momentum=0.9)",
+                   "rounds_and_steps": {n: plan[n] for n in names}, "seed": args.seed},
+        "ratios": {k: v["wall"] for k, v in results.items()},
+        "cpu_ratios": {k: v["cpu"] for k, v in results.items()},
+        "details": results,
+        "targets": TARGETS,
+        "seconds": round(time.time() - start, 1),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+    }
+    if tfmot is not None:
+        out["tfmot"] = tfmot
     print(json.dumps(out))
 
 

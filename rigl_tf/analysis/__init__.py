@@ -1,8 +1,10 @@
 """Analysis of sparse networks: why lottery tickets and dynamic sparse training work.
 
 * `gradient_flow`: norm of the masked gradient of the mean loss (Evci et al.).
-* `hessian`: exact Hessians of the active weights from batched Hessian-vector products,
-  spectra, power iteration and stochastic Lanczos quadrature.
+* `hessian`: exact Hessians of the active weights (the Gauss-Newton / residual split of
+  `hessian_split` for piecewise-linear chains, batched Hessian-vector products otherwise),
+  spectra, power iteration and stochastic Lanczos quadrature; `hessian_job` runs it over a
+  full training set, resumably.
 * `interpolation`: loss/error along linear paths, error barriers, pairwise barriers,
   piecewise paths and 2-D planes through three solutions (Frankle et al.).
 * `similarity`: function-space similarity (ensembles, disagreement, KL, JSD) in the layout

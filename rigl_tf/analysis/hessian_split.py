@@ -448,10 +448,76 @@ class SplitHessian:
             return [(tf.einsum("nts,ntj->tsj", a_in, rows), tf.reduce_sum(rows, 0))
                     for rows in per_layer]
 
-        fn = tf.function(unit_fn if unit else coordinate_fn, reduce_retracing=True,
-                         autograph=False)
+        def channel_fn(patch_m, q, is_bias, channel, patches, deltas_f, contexts, zshapes):
+            # Tangents of one output channel stay in that channel through ReLU / pooling, so
+            # the next convolution sees one input channel (C times less work).
+            batch = tf.shape(patch_m)[0]
+            t_count = q.shape[0]
+            coef = tf.transpose(tf.gather(patch_m, q, axis=2), [0, 2, 1])  # (B, T, Pp)
+            coef = tf.where(is_bias[None, :, None], tf.ones_like(coef), coef)
+            spatial = zshapes[pos][1:3]
+            tangent = tf.reshape(coef, tf.concat([[batch, t_count], spatial, [1]], 0))
+            step_pos = self.steps.index(s)
+            op_i = sum(1 for st in self.steps[:step_pos] if not isinstance(st, _Param))
+            nxt = self.params[pos + 1]
+            for st in self.steps[step_pos + 1:self.steps.index(nxt)]:
+                c = contexts[op_i]
+                op_i += 1
+                if st.kind == "relu":
+                    mask = tf.gather(c["mask"], [channel], axis=3)  # (B, H, W, 1)
+                    tangent = tangent * mask[:, None]
+                elif st.kind == "maxpool":
+                    argmax = tf.gather(c["argmax"], channel, axis=3)  # (B, h, w)
+                    idx = tf.reshape(argmax // s.o_size, [batch, 1, -1])
+                    flat = tf.reshape(tangent, [batch, t_count, -1])
+                    idx = tf.broadcast_to(idx, [batch, t_count, tf.shape(idx)[2]])
+                    out = tf.gather(flat, idx, batch_dims=2)
+                    tangent = tf.reshape(out, tf.concat([[batch, t_count], tf.shape(argmax)[1:],
+                                                         [1]], 0))
+                else:
+                    merged = tf.reshape(tangent, tf.concat([[-1], tf.shape(tangent)[2:]], 0))
+                    out = st.layer(merged, training=False)
+                    tangent = tf.reshape(out, tf.concat([[batch, t_count], tf.shape(out)[1:]], 0))
+            sh = tf.shape(tangent)
+            merged = tf.reshape(tangent, [-1, sh[2], sh[3], 1])
+            kh, kw = nxt.layer.kernel_size
+            rows = []
+            if len(nxt.flat_idx):
+                folded = tf.transpose(tf.reshape(tangent, [batch, t_count, sh[2], sh[3]]),
+                                      [0, 2, 3, 1])
+                grad = tf.compat.v1.nn.conv2d_backprop_filter(
+                    folded, [kh, kw, t_count, nxt.o_size],
+                    tf.reshape(deltas_f[pos + 1], zshapes[pos + 1]), **nxt.conv_args())
+                grad = tf.reshape(tf.transpose(grad, [2, 0, 1, 3]), [t_count, -1])
+                cin = s.o_size
+                idx = tf.constant((nxt.q_idx // cin) * nxt.o_size + nxt.o_idx)
+                valid = tf.cast(tf.equal(tf.constant(nxt.q_idx % cin), channel), grad.dtype)
+                rows.append(tf.gather(grad, idx, axis=1) * valid[None])
+            else:
+                rows.append(tf.zeros([t_count, 0], patch_m.dtype))
+            if pos + 1 == len(self.params) - 1:
+                return rows
+            kernel = tf.gather(nxt.kernel, [channel], axis=2)
+            z = tf.nn.conv2d(merged, kernel, **nxt.conv_args())
+            tangent = tf.reshape(z, tf.concat([[batch, t_count], tf.shape(z)[1:]], 0))
+            return rows + self._propagate(nxt, tangent, patches, deltas_f, contexts, zshapes,
+                                          False)
+
+        chosen = unit_fn if unit == "unit" else channel_fn if unit == "channel" else coordinate_fn
+        fn = tf.function(chosen, reduce_retracing=True, autograph=False)
         self._source_fns[key] = fn
         return fn
+
+    def _channel_mode(self, s):
+        """A convolution followed, through per-channel ops only, by another convolution."""
+        pos = self.params.index(s)
+        if s.kind != "conv" or pos + 1 >= len(self.params) or self.params[pos + 1].kind != "conv":
+            return False
+        between = self.steps[self.steps.index(s) + 1:self.steps.index(self.params[pos + 1])]
+        per_channel = (keras.layers.AveragePooling2D, keras.layers.Dropout,
+                       keras.layers.ZeroPadding2D)
+        return all(st.kind in ("relu", "maxpool") or isinstance(st.layer, per_channel)
+                   for st in between)
 
     # ---- accumulation ------------------------------------------------------------------
     def add(self, x, y):
@@ -483,6 +549,8 @@ class SplitHessian:
                     and s.o_size < len(s.flat_idx) + len(s.bias_idx))
             if unit:
                 self._add_unit(s, patches[i], later, chunk, args)
+            elif self._channel_mode(s):
+                self._add_channels(s, patches[i], later, chunk, args)
             else:
                 self._add_coordinates(s, patches[i], later, chunk, args)
         self.count += batch
@@ -495,7 +563,7 @@ class SplitHessian:
         rows_global = np.concatenate([s.w_global, s.b_global])
         count = len(q)
         chunk = min(count, chunk)
-        fn = self._source_fn(s, unit=False)
+        fn = self._source_fn(s, unit="coordinate")
         for start in range(0, count, chunk):
             sel = np.arange(start, min(start + chunk, count))
             pad = np.concatenate([sel, np.full(chunk - len(sel), sel[-1])])
@@ -506,6 +574,25 @@ class SplitHessian:
                 if len(p.w_global):
                     self.residual[np.ix_(r, p.w_global)] += block.numpy()[: len(sel)]
 
+    def _add_channels(self, s, patch_m, later, chunk, args):
+        q = np.concatenate([s.q_idx, np.zeros(len(s.bias_idx), np.int64)])
+        o = np.concatenate([s.o_idx, s.bias_idx])
+        is_bias = np.concatenate([np.zeros(len(s.q_idx), bool), np.ones(len(s.bias_idx), bool)])
+        rows_global = np.concatenate([s.w_global, s.b_global])
+        fn = self._source_fn(s, unit="channel")
+        width = min(chunk * s.o_size, max(np.bincount(o, minlength=s.o_size)))
+        for channel in range(s.o_size):
+            members = np.flatnonzero(o == channel)
+            for start in range(0, len(members), width):
+                sel = members[start:start + width]
+                pad = np.concatenate([sel, np.full(width - len(sel), sel[-1])])
+                blocks = fn(patch_m, tf.constant(q[pad]), tf.constant(is_bias[pad]),
+                            tf.constant(channel, tf.int64), *args)
+                r = rows_global[sel]
+                for p, block in zip(later, blocks):
+                    if len(p.w_global):
+                        self.residual[np.ix_(r, p.w_global)] += block.numpy()[: len(sel)]
+
     def _add_unit(self, s, patch_m, later, chunk, args):
         units = np.arange(s.o_size)
         by_unit = [s.q_idx[s.o_idx == u] for u in units]
@@ -513,7 +600,7 @@ class SplitHessian:
         bias_global = dict(zip(s.bias_idx.tolist(), s.b_global.tolist()))
         width = max(1, max(len(v) for v in by_unit))
         chunk = min(len(units), chunk)
-        fn = self._source_fn(s, unit=True)
+        fn = self._source_fn(s, unit="unit")
         dtype = patch_m.dtype.as_numpy_dtype
         for start in range(0, len(units), chunk):
             sel = np.arange(start, min(start + chunk, len(units)))

@@ -537,6 +537,8 @@ def claim_output(directory, name="--out_dir"):
     from rigl_tf import locking
 
     global _claims
+    if locking.is_remote(directory or ""):
+        return  # gs:// etc.: written through tf.io.gfile, not locked (see rigl_tf.locking)
     directory = os.path.abspath(directory or ".")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ToolError(f"{name}: {directory!r} is a file; give a directory for the outputs.")
@@ -584,10 +586,11 @@ def existing(paths, overwrite, request=None, name="--out_dir"):
       ToolError: an output path is a directory, or the output directory is not writable.
     """
     for path in paths:
-        if os.path.isdir(path):
+        if "://" not in path and os.path.isdir(path):
             raise ToolError(f"{name}: {path!r} is a directory; give a file path for the "
                             "output (nothing in that directory is replaced).")
-    for directory in sorted({os.path.dirname(os.path.abspath(p)) for p in paths}):
+    for directory in sorted({os.path.dirname(p if "://" in p else os.path.abspath(p))
+                             for p in paths}):
         claim_output(directory, name)
     if request is not None and not (isinstance(request, dict) and "parameters" in request):
         request = request_of(request)
@@ -599,9 +602,10 @@ def existing(paths, overwrite, request=None, name="--out_dir"):
         return True
     sidecar = manifest_path(paths)
     try:
-        with open(sidecar) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
+        from rigl_tf.files import read_text
+
+        recorded = json.loads(read_text(sidecar))
+    except Exception:  # noqa: BLE001 (missing, unreadable or not JSON: recompute)
         print(f"{paths[0]}: no record of the inputs that produced it; recomputing.")
         return False
     if recorded != request:

@@ -131,8 +131,8 @@ def sparsify(
     custom_sparsity: Optional[Mapping[str, float]] = None,
     masks: Optional[Mapping[str, np.ndarray]] = None,
     init: str = "dense",
-    init_method: str = "fanin_normal",
-    init_scale: float = 2.0,
+    init_method: str = "fanavg_uniform",
+    init_scale: float = 1.0,
     seed: int = 0,
     min_active: int = 1,
     erk_power_scale: float = 1.0,
@@ -160,7 +160,7 @@ def sparsify(
       init_scale: unit_scaled variance numerator (1: Glorot-like, 2: He-like).
       seed: seed for random masks and initialization (stateless; same seed, same model).
       min_active: minimum active weights per layer (0 allows disconnecting a layer).
-      erk_power_scale: exponent of the ER(K) raw probabilities.
+      erk_power_scale: exponent of the ERK raw probabilities (ERK only, as in the reference).
       pattern: structured sparsity for the wrapped layers: 'unstructured' (default),
         'N:M' (e.g. '2:4'; fixes those weights' density at N/M) or 'block:RxC'; or a map
         from layer name to pattern (other layers unstructured).
@@ -308,8 +308,8 @@ def init_masks(
     return {k: int(np.sum(v)) for k, v in get_masks(model).items()}
 
 
-def initialize(model, init: str = "unit_scaled", *, method: str = "fanin_normal",
-               scale: float = 2.0, seed: int = 0):
+def initialize(model, init: str = "unit_scaled", *, method: str = "fanavg_uniform",
+               scale: float = 1.0, seed: int = 0):
     """(Re-)initializes every masked weight under its current mask.
 
     Args:
@@ -344,7 +344,11 @@ def set_masks(model, masks: Mapping[str, np.ndarray], apply: bool = True):
     Args:
       model: a model with SparseWrappers.
       masks: map to 0/1 arrays of the weights' shapes. Keys not given keep their masks.
-      apply: also zero the weights where the new masks are zero.
+      apply: also zero the weights where the new masks are zero. With False, call
+        ``apply_masks`` before training on: a ``SparseOptimizer`` whose inner optimizer
+        keeps zeros re-applies masks only at step 0 and after topology updates.
+
+    Every built ``SparseOptimizer`` resets its slots where the new masks are zero.
 
     Raises:
       ValueError: for unknown keys, wrong shapes or non-binary values. Nothing is changed
@@ -371,12 +375,22 @@ def set_masks(model, masks: Mapping[str, np.ndarray], apply: bool = True):
         mask.assign(value.astype(mask.dtype))
         if apply:
             weight.assign(weight * mask)
+    _masks_changed([by_key[key][1] for key in checked])
 
 
 def apply_masks(model):
-    """Zeroes every masked-out weight of ``model`` (exact zeros)."""
-    for _, weight, mask in _require_sparse(model):
+    """Zeroes every masked-out weight of ``model`` (exact zeros) and the optimizer slots
+    there (of every built ``SparseOptimizer``)."""
+    items = _require_sparse(model)
+    for _, weight, mask in items:
         weight.assign(weight * mask)
+    _masks_changed([mask for _, _, mask in items])
+
+
+def _masks_changed(masks):
+    from rigl_tf.keras.optimizer import masks_changed
+
+    masks_changed(masks)
 
 
 def strip(model):

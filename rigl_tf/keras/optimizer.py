@@ -8,7 +8,21 @@ Each step, inside ``model.fit``'s compiled train step (or a user's ``tf.function
 3. if the updater says so, compute new masks from the all-reduced dense gradients and
    apply them: exact counts, zero weights at newly grown connections, optimizer slots
    reset wherever a connection is not kept;
-4. re-apply masks to the weights (exact zeros whatever the inner optimizer did).
+4. re-apply masks to the weights (exact zeros whatever the inner optimizer did) -- only
+   at step 0 when the inner optimizer *keeps zeros* (see :func:`keeps_zeros`).
+
+Why step 4 can be skipped: a masked weight is zero, its gradient is masked to zero and
+its slots are zero (reset when the connection was dropped), and the built-in Keras
+optimizers map (weight, gradient, slots) = (0, 0, 0) to exactly 0 (momentum, Adam-type
+moments, weight decay ``w - w * wd * lr``, RMSprop, Adagrad, Ftrl, Lion's ``sign(0)``,
+Lamb). So after step 2 masked weights are still exact zeros, and step 3 writes weights
+only as ``w * keep`` (+ values at grown positions). Step 4 is a full extra pass over every
+masked weight, which on small models is several percent of a training step. Inner
+optimizers outside that list, subclasses (which may override ``update_step``), EMA and
+gradient accumulation keep step 4 on every step. Masks set from outside the step
+(``rigl_tf.set_masks``, ``rigl_tf.apply_masks``) also reset the slots of every built
+``SparseOptimizer`` at the now inactive positions, so the invariant still holds; step
+4 at step 0 covers weights assigned before training.
 
 Steps 1, 3 and 4 run in cross-replica context (``merge_call``), so under
 ``tf.distribute`` every replica ends with identical masks, weights and slots. The only
@@ -26,6 +40,7 @@ Custom training loop::
         opt.apply(grads, model.trainable_variables)
 """
 
+import weakref
 from typing import Dict, List
 
 import keras
@@ -42,9 +57,12 @@ _SUM = tf.distribute.ReduceOp.SUM
 # (attribute holding a list of per-variable slots, reset value or name of the attribute
 # holding it). Looked up along the inner optimizer's MRO.
 _SLOTS: Dict[type, list] = {}
+# Optimizer classes (exact types) whose update leaves a weight exactly zero where the
+# weight, its gradient and its slots are zero; see keeps_zeros().
+_KEEPS_ZEROS = set()
 
 
-def register_optimizer_slots(optimizer_class, slots):
+def register_optimizer_slots(optimizer_class, slots, keeps_zeros=False):
     """Declares how to reset the per-variable state of an optimizer class.
 
     Args:
@@ -52,8 +70,16 @@ def register_optimizer_slots(optimizer_class, slots):
       slots: list of ``(attribute, reset)``: ``attribute`` holds a list of per-variable
         slot variables (indexed like the optimizer's variables); ``reset`` is the value a
         fresh slot has (a number, or the name of an optimizer attribute holding it).
+      keeps_zeros: True only if the class's update maps a weight, gradient and slots that
+        are all zero (slots at their reset values) to a weight of exactly zero, so
+        ``SparseOptimizer`` need not re-apply masks after every step. Applies to this
+        exact class, not its subclasses.
     """
     _SLOTS[optimizer_class] = list(slots)
+    if keeps_zeros:
+        _KEEPS_ZEROS.add(optimizer_class)
+    else:
+        _KEEPS_ZEROS.discard(optimizer_class)
 
 
 _O = keras.optimizers
@@ -75,6 +101,12 @@ register_optimizer_slots(
     _O.Ftrl, [("_accumulators", "initial_accumulator_value"), ("_linears", 0.0)]
 )
 register_optimizer_slots(_O.Lamb, [("_momentums", 0.0), ("_velocities", 0.0)])
+# Checked against each class's update_step (Keras 3.15): with w = g = 0 and slots at their
+# reset values every update term is a product with g, w or a zero slot, or sign(0) (Lion),
+# or (clip(0) - 0) / q (Ftrl). AdamW's decoupled decay is w - w * wd * lr. Tested by
+# tests/test_optimizer_fastpath.py for each class.
+_KEEPS_ZEROS.update({_O.SGD, _O.Adam, _O.AdamW, _O.RMSprop, _O.Adagrad, _O.Nadam, _O.Adamax,
+                     _O.Lion, _O.Adadelta, _O.Ftrl, _O.Lamb})
 
 
 def _base_optimizer(optimizer):
@@ -89,6 +121,20 @@ def slot_spec(optimizer):
         if cls in _SLOTS:
             return _SLOTS[cls]
     return None
+
+
+def keeps_zeros(optimizer) -> bool:
+    """Whether ``optimizer``'s step leaves weights that are zero, with zero gradients and
+    zero slots, exactly zero (so masks need not be re-applied after every step).
+
+    True for the exact classes declared with ``register_optimizer_slots(...,
+    keeps_zeros=True)`` (all built-in Keras optimizers), also inside a
+    ``LossScaleOptimizer``; False with ``use_ema`` (the moving average overwrites weights)
+    or ``gradient_accumulation_steps`` (accumulators are state that is never reset).
+    """
+    base = _base_optimizer(optimizer)
+    return (type(base) in _KEEPS_ZEROS and not getattr(base, "use_ema", False)
+            and not getattr(base, "gradient_accumulation_steps", None))
 
 
 def _tf_var(v):
@@ -223,6 +269,7 @@ class SparseOptimizer(WrappingOptimizer):
             raise TypeError(f"`gradient_fn` must be callable, got {type(gradient_fn).__name__}.")
         self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
+        self._first_event = _Untracked(None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -254,8 +301,11 @@ class SparseOptimizer(WrappingOptimizer):
                 "the model has no SparseWrapper layers (call rigl_tf.sparsify first)."
             )
         self._items = _Untracked(items)
+        self._peak_lr = _Untracked(self._find_peak_lr(self.updater))
+        self._first_event = _Untracked(self._first_step_event(self.updater))
         self._var_index = _Untracked({id(it.var): it for it in items})
         self._slot_lists = _Untracked(self._find_slots(items))
+        _BUILT.add(self)
         updater = self.updater
         updater.build(items)
         self._states = []
@@ -277,6 +327,55 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_num_changed = self.add_variable(
             shape=(), dtype="int64", initializer="zeros", name="last_num_changed",
             aggregation="only_first_replica")
+
+    def _find_peak_lr(self, updater):
+        """The peak learning rate, read once (eagerly) for the 'lr' drop fraction."""
+        fraction = getattr(updater, "fraction", None)
+        uses_lr = getattr(fraction, "schedule", None) == "lr"
+        base = _base_optimizer(self.inner_optimizer)
+        with tf.init_scope():
+            try:
+                peak = updaters_lib.peak_learning_rate(base._learning_rate)
+            except (TypeError, ValueError) as e:
+                if uses_lr:
+                    raise ValueError(str(e)) from None
+                return None
+        if uses_lr and not (np.isfinite(peak) and peak > 0):
+            raise ValueError(
+                f"The 'lr' drop-fraction schedule divides by the peak learning rate, which "
+                f"is {peak!r} for learning rate {type(base._learning_rate).__name__}; give the "
+                f"schedule a "
+                f"`peak_learning_rate` attribute, or use schedule_alg 'cosine' or 'constant'."
+            )
+        return peak
+
+    def _first_step_event(self, updater):
+        """The event step of an update at the first step, before its weight update (the
+        schedule decides it eagerly, once), or None."""
+        if updater.name == "static":
+            return None
+        event = updater.event_offset - 1
+        with tf.init_scope():
+            return event if bool(updater.should_update(event)) else None
+
+    def updates_masks_in_step(self, iterations) -> bool:
+        """Whether the optimizer step that starts at ``iterations`` changes the masks
+        (Python; for callbacks that act around mask updates)."""
+        return self.update_step_of(iterations) is not None
+
+    def update_step_of(self, iterations):
+        """The event step of the mask update made in the optimizer step that starts at
+        ``iterations`` (the later one if there are two), or None."""
+        updater = self.updater
+        if updater.name == "static":
+            return None
+        event = int(iterations) + updater.event_offset
+        if bool(updater.should_update(event)):
+            return event
+        first = self._first_event.value if self.built else self._first_step_event(updater)
+        if int(iterations) == 0 and first is not None:
+            return first
+        return None
 
     def _find_slots(self, items):
         spec = slot_spec(self.inner_optimizer) or []
@@ -324,11 +423,20 @@ class SparseOptimizer(WrappingOptimizer):
                 lambda: self._take_snapshot(distribution, variables),
                 lambda: tf.no_op(),
             )
-        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
-
         updater = self.updater
         by_id = {id(v): g for g, v in zip(grads, variables)}
         item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
+        first = self._first_event.value
+        if first is not None:
+            # An event due before the first update acts on the initial weights.
+            tf.cond(
+                tf.equal(step, 0),
+                lambda: self._update_masks(distribution, tf.constant(first, tf.int64),
+                                           item_grads),
+                lambda: tf.no_op(),
+            )
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+
         if updater.needs_state:
             reduced = self._reduce(distribution, item_grads)
             for state, g in zip(self._states, reduced):
@@ -336,15 +444,37 @@ class SparseOptimizer(WrappingOptimizer):
                     state.assign(updater.observe(state, tf.cast(g, state.dtype)))
 
         if updater.name != "static":
+            # The event step of an update right after this step (Updater.event_offset).
+            event = step + updater.event_offset
             tf.cond(
-                updater.should_update(step),
-                lambda: self._update_masks(distribution, step, item_grads),
+                updater.should_update(event),
+                lambda: self._update_masks(distribution, event, item_grads),
                 lambda: tf.no_op(),
             )
+        if keeps_zeros(self.inner_optimizer):
+            # Masked weights stayed exact zeros in the inner step and the update wrote
+            # w * keep: only weights assigned before training need the masks (step 0).
+            tf.cond(tf.equal(step, 0), lambda: self._apply_masks(distribution), tf.no_op)
+        else:
+            self._apply_masks(distribution)
+
+    def _apply_masks(self, distribution):
         for item in self.masked_items:
             distribution.extended.update(
                 _tf_var(item.var), _mask_assign, args=(_tf_var(item.mask),), group=False
             )
+        return tf.no_op()
+
+    def _reset_inactive_slots(self, mask_ids):
+        """Resets the slots of the masked weights whose mask is in ``mask_ids`` wherever
+        the mask is zero (eagerly; after masks were set from outside the train step)."""
+        for item, slots in zip(self.masked_items, self._slot_lists.value):
+            if id(item.mask) not in mask_ids:
+                continue
+            for slot, reset in slots:
+                value = tf.convert_to_tensor(slot)
+                keep = tf.cast(tf.convert_to_tensor(item.mask), value.dtype)
+                slot.assign(value * keep + reset * (1.0 - keep))
 
     def _reduce(self, distribution, grads):
         out = []
@@ -387,7 +517,10 @@ class SparseOptimizer(WrappingOptimizer):
         weights = [tf.cast(tf.convert_to_tensor(it.var), tf.float32) for it in items]
         masks = [tf.cast(tf.convert_to_tensor(it.mask), tf.float32) for it in items]
         states = [tf.convert_to_tensor(s) for s in self._states] or [None] * len(items)
-        lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer))
+        lr_info = None
+        if self._peak_lr.value is not None:
+            lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer), step,
+                                               self._peak_lr.value)
         new_masks = updater.compute_masks(step, weights, masks, grads, states, lr_info)
         changed = []
         for item, w, old, new, slots in zip(items, weights, masks, new_masks,
@@ -409,6 +542,12 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_drop_fraction.assign(tf.cast(updater.drop_fraction(step, lr_info), tf.float32))
         self.last_num_changed.assign(tf.cast(tf.add_n(changed), tf.int64))
         return tf.no_op()
+
+    def finalize_variable_values(self, var_list):
+        # The inner optimizer may overwrite weights here (EMA): keep masked ones zero.
+        super().finalize_variable_values(var_list)
+        for item in self.masked_items:
+            item.var.assign(item.var * tf.cast(item.mask, item.var.dtype))
 
     # ------------------------------------------------------------------ rewinding
     def rewind(self, restore_step: bool = True, reset_slots: bool = True):
@@ -485,6 +624,22 @@ def heldout_gradient_fn(model, x, y, loss_fn=None):
         return tape.gradient(loss, weights)
 
     return fn
+
+
+# Built SparseOptimizers, so masks set from outside a train step can reset their slots.
+_BUILT = weakref.WeakSet()
+
+
+def masks_changed(masks):
+    """Tells every built :class:`SparseOptimizer` that ``masks`` (mask variables) were set
+    from outside its train step: their slots are reset wherever a mask is zero, so masked
+    weights stay exact zeros without re-applying masks after every step. Called by
+    ``rigl_tf.set_masks`` and ``rigl_tf.apply_masks``; call it after assigning masks
+    yourself (and zero the weights there, e.g. with ``rigl_tf.apply_masks``).
+    """
+    ids = {id(m) for m in masks}
+    for optimizer in list(_BUILT):
+        optimizer._reset_inactive_slots(ids)
 
 
 def _mask_assign(var, mask):

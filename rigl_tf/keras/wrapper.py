@@ -4,7 +4,8 @@ Masked weights are stored as exact zeros in the wrapped layer's own variables, s
 forward pass is the layer's own computation (no extra multiply) and the gradient with
 respect to a kernel is dense: exactly what RigL needs to score inactive connections.
 Keeping them zero is the job of whoever changes weights: ``SparseOptimizer`` masks
-gradients and re-applies masks after every step, ``set_masks`` zeroes weights it prunes.
+gradients (re-applying masks where its inner optimizer needs it), ``set_masks`` zeroes
+weights it prunes.
 
 Which weights are prunable is decided by a registry from layer class to
 :class:`PrunableWeight` specs. A custom layer declares its own in one of two ways::
