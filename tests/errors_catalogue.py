@@ -113,6 +113,28 @@ def _model(name):
     return call
 
 
+def _get_model(name, input_shape=(28, 28, 1), **kwargs):
+    def call():
+        from rigl_tf.experiments import models
+
+        models.get_model(name, input_shape, 10, **kwargs)
+
+    return call
+
+
+def _lr_peak_zero():
+    import tensorflow as tf
+
+    import rigl_tf
+
+    class Ramp(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return 0.01 * tf.cast(step, tf.float32)
+
+    opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(Ramp()), "rigl")
+    opt.build(_sparse().trainable_variables)
+
+
 def _hessian_too_big():
     from rigl_tf.analysis import hessian
 
@@ -183,6 +205,17 @@ def _logdir_conflict():
     finally:
         if _tree(logdir) != before:
             raise AssertionError(f"the refused logdir {logdir} was modified")
+
+
+def _same_init_as_mask_source():
+    import tempfile
+
+    from rigl_tf.experiments import train
+
+    source = tempfile.mkdtemp(prefix="rigl_err_src_")
+    train.run_experiment([_QUICKSTART], _TINY, logdir=source, seed=0, verbose=0)
+    _rigl_train(_TINY + [f"network.mask_init_path = '{source}'", "sparsity.sparsity = 0.0"],
+                dry_run=False, seed=0)()
 
 
 def _mismatched_mask_checkpoint():
@@ -502,6 +535,15 @@ CATALOGUE = [
      r"`end_step` \(50\) must be >= `start_step` \(100\)"),
     ("updaters", "unknown drop-fraction schedule", _updater("rigl", schedule_alg="linear"),
      ValueError, r"Unknown drop-fraction `schedule_alg` 'linear'; known schedules: constant"),
+    ("updaters", "cosine drop fraction that never reaches its end",
+     _updater("rigl", schedule_alg="cosine"), ValueError,
+     r"The 'cosine' drop-fraction schedule decays to 0 at `end_step` \(last_update_step\), "
+     r"which must be > 0, got -1"),
+    ("updaters", "SNFS redistribute that is not a boolean", _updater("snfs", redistribute=1),
+     ValueError, r"`redistribute` must be True or False, got 1"),
+    ("SparseOptimizer", "'lr' drop fraction under a schedule whose peak is 0",
+     _lr_peak_zero, ValueError,
+     r"The 'lr' drop-fraction schedule divides by the peak learning rate, which is 0.0"),
     ("updaters", "unknown pruning schedule", _updater("magnitude", schedule="exponential"),
      ValueError, r"Unknown pruning `schedule` 'exponential'; known schedules: polynomial"),
     ("updaters", "final sparsity of 1", _updater("magnitude", final_sparsity=1.0), ValueError,
@@ -526,6 +568,13 @@ CATALOGUE = [
      ValueError, r"no snapshot yet; training must pass step 5"),
     ("models", "unknown model name", _model("resnet1000"), ValueError,
      r"Unknown `network_name`='resnet1000'; known models: "),
+    ("models", "lenet5 hidden_sizes without 4 widths",
+     _get_model("lenet5", hidden_sizes=(6, 16, 120)), ValueError,
+     r"`hidden_sizes` of lenet5 must be 4 positive ints, got \(6, 16, 120\)"),
+    ("models", "use_batch_norm that is not a boolean", _get_model("mlp", use_batch_norm="yes"),
+     ValueError, r"`use_batch_norm` must be True or False, got 'yes'"),
+    ("models", "the paper's lenet5 on images smaller than 16x16", _get_model(
+        "lenet5", (8, 8, 1)), ValueError, r"Model 'lenet5' needs images of at least 16x16"),
     ("datasets", "unknown dataset name", _dataset(name="svhn2", split="train", batch_size=8),
      ValueError, r"svhn2"),
     ("datasets", "batch size of 0", _dataset(name="digits", split="train", batch_size=0),
@@ -570,6 +619,14 @@ CATALOGUE = [
     ("rigl-train", "logdir holding a different config, without --overwrite (left unchanged)",
      _logdir_conflict, ValueError, r"`--logdir`=.* holds a run with a different operative "
      r"config .*pass --overwrite"),
+    ("rigl-train", "cosine drop fraction with last_update_step -1",
+     _rigl_train(["mask_updater.last_update_step = -1"]), ValueError,
+     r"`mask_updater.last_update_step` must be > 0 with mask_updater.schedule_alg = "
+     r"'cosine'"),
+    ("rigl-train", "fresh init with the mask source run's seed (its lottery ticket)",
+     _same_init_as_mask_source, ValueError,
+     r"`network.mask_init_path`=.* gives this run exactly that run's step-0 weights .*"
+     r"set network.allow_same_init = True"),
     ("rigl-train", "mask checkpoint of a network with other shapes", _mismatched_mask_checkpoint,
      ValueError, r"`network.mask_init_path`=.*: the masks in checkpoint .* do not match this "
      r"model"),

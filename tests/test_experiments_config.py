@@ -62,7 +62,8 @@ def test_every_config_parses_and_resolves():
             assert spec.data.dataset_name == "fashion_mnist_idx", path
         if path.endswith(("rigl.gin", "set.gin")):
             assert spec.mask_updater.update_alg in ("rigl", "set"), path
-            assert spec.sparsity.sparsity > 0, path
+            # Sparse from step 0: a random topology, or the pruning run's masks.
+            assert spec.sparsity.sparsity > 0 or spec.network.mask_init_path, path
         if path.endswith("prune.gin"):
             assert spec.pruning_active and spec.sparsity.sparsity == 0.0, path
         if path.endswith("lottery.gin"):
@@ -71,18 +72,50 @@ def test_every_config_parses_and_resolves():
             assert spec.oneshot_sparsity > 0.9, path
 
 
-def test_mnist_lenet5_hyperparameters():
-    spec = _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "prune.gin")])
-    assert (spec.training.total_steps, spec.training.batch_size) == (11719, 128)
-    assert (spec.optimizer.name, spec.optimizer.learning_rate, spec.optimizer.momentum,
-            spec.optimizer.schedule) == ("momentum", 0.05, 0.9, "cosine")
-    p = spec.pruning
-    assert (p.final_sparsity, p.begin_step, p.end_step, p.frequency) == (0.95, 3000, 7000, 100)
-    rigl = _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "rigl.gin")])
-    assert rigl.mask_updater.update_freq == 100 and rigl.mask_updater.init_drop_fraction == 0.3
-    assert rigl.network.weight_decay == 0.0005 and rigl.sparsity.sparsity == 0.95
-    assert _parse(files=[os.path.join(CONFIGS, "mnist_lenet5", "set.gin")]).mask_updater \
-        .update_freq == 500
+@pytest.mark.parametrize("arch", ["mnist_lenet5", "mnist_mlp", "fashion_mnist_lenet5",
+                                  "fashion_mnist_mlp"])
+def test_paper_configs_have_the_papers_table_4_and_5_values(arch):
+    """The gradient-flow paper's Tables 4 (LeNet5) and 5 (MLP), written out by hand."""
+    def load(exp):
+        return _parse(files=[os.path.join(CONFIGS, arch, f"{exp}.gin")])
+
+    hidden = (6, 16, 120, 84) if "lenet5" in arch else (300, 100)
+    for exp in ("dense", "prune", "lottery", "scratch", "scratch_plus", "set", "rigl",
+                "rigl_inverted", "small_dense", "snip", "grasp"):
+        spec = load(exp)
+        assert (spec.training.total_steps, spec.training.batch_size) == (11719, 128), exp
+        assert (spec.optimizer.name, spec.optimizer.learning_rate, spec.optimizer.momentum,
+                spec.optimizer.schedule, spec.optimizer.warmup_steps) == (
+                    "momentum", 0.05, 0.9, "cosine", 0), exp
+        assert spec.network.network_name == arch.split("_")[-1], exp
+        assert spec.network.model_kwargs["hidden_sizes"] == hidden, exp
+        assert spec.network.model_kwargs["use_batch_norm"] is False, exp
+        # Section 4.3 runs have no weight decay; sections 4.1 / 4.2 use 5e-4.
+        wd = 0.0005 if exp in ("scratch_plus", "set", "rigl", "rigl_inverted") else 0.0
+        assert spec.network.weight_decay == wd, exp
+    p = load("prune").pruning
+    assert (p.mode, p.initial_sparsity, p.final_sparsity, p.begin_step, p.end_step,
+            p.frequency, p.power, p.scope, p.distribution) == (
+                "prune", 0.0, 0.95, 3000, 7000, 100, 3.0, "layerwise", "uniform")
+    prune_dir = f"/tmp/rigl_tf/{arch}/prune"
+    for exp in ("set", "rigl", "rigl_inverted"):
+        mu = load(exp).mask_updater
+        assert (mu.update_alg, mu.schedule_alg, mu.init_drop_fraction, mu.update_freq,
+                mu.last_update_step) == (exp, "lr", 0.3, 500, -1)
+    # SET / RigL / Scratch / Scratch+ all start from the pruning run's final masks (the
+    # reference's mask_init_path), so every comparison shares the pruning layout.
+    for exp in ("set", "rigl", "rigl_inverted", "scratch", "scratch_plus", "lottery"):
+        spec = load(exp)
+        assert spec.network.mask_init_path == prune_dir, exp
+        assert spec.sparsity.sparsity == 0.0, exp
+    lottery = load("lottery").network
+    assert lottery.weight_init_path == prune_dir + ":0"
+    plus = load("scratch_plus")
+    assert plus.network.weight_init_method == "unit_scaled"
+    assert (plus.unit_scaled_init.method, plus.unit_scaled_init.scale) == ("fanavg_uniform", 1.0)
+    assert load("scratch").network.weight_init_method is None
+    assert load("small_dense").network.small_dense_density == 0.05
+    assert load("snip").oneshot_sparsity == load("grasp").oneshot_sparsity == 0.95
 
 
 def test_includes_resolve_from_another_working_directory(tmp_path, monkeypatch):

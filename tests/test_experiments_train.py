@@ -2,6 +2,7 @@
 
 import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -117,8 +118,9 @@ def _check_run(path, results, logdir, prune_logdir):
 ], ids=lambda p: os.path.basename(p))
 def test_mnist_lenet5_configs_run_end_to_end(path, tmp_path, prune_run):
     logdir = str(tmp_path / "run")
+    # Seed 1: runs with the pruning run's masks need a seed other than its 0.
     results = train.run_experiment([path], SMALL + _prune_bindings(prune_run), logdir=logdir,
-                                   verbose=0)
+                                   seed=1, verbose=0)
     assert results == _results(logdir)
     _check_run(path, results, logdir, prune_run[0])
 
@@ -460,6 +462,7 @@ def test_structured_pattern_from_gin(tmp_path):
         _cfg("quickstart.gin"),
         ["training.total_steps = 12", "training.save_freq = 12", "training.log_freq = 6",
          "mask_updater.update_freq = 4", "mask_updater.last_update_step = -1",
+         "mask_updater.schedule_alg = 'constant'",  # cosine needs an end step
          "sparsity.sparsity = 0.5", "sparsity.distribution = 'uniform'",
          "sparsity.pattern = '2:4'"],
         logdir=logdir)
@@ -469,3 +472,90 @@ def test_structured_pattern_from_gin(tmp_path):
     for mask in masks:
         groups = mask.reshape(-1, 4, mask.shape[-1]) if mask.ndim == 2 else None
         assert groups is not None and np.all(groups.sum(axis=1) == 2)
+
+
+# --------------------------------------------------------------------------- README workflow
+
+
+def _readme_workflow():
+    """The ``rigl-train`` commands of the README's paper workflow, as (flags, line) pairs."""
+    import shlex
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("### The gradient-flow paper's workflow", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    env, commands = {}, []
+    for line in block.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" in line.split()[0] and not line.startswith("rigl-train"):
+            key, value = line.split("=", 1)
+            env[key] = value
+            continue
+        for key, value in env.items():
+            line = line.replace(f"${key}", value)
+        args = shlex.split(line, comments=True)
+        assert args[0] == "rigl-train", line
+        flags = {"gin_config": [], "gin_bindings": []}
+        for arg in args[1:]:
+            name, value = arg[2:].split("=", 1)
+            if name in ("gin_config", "gin_bindings"):
+                flags[name].append(value)
+            else:
+                flags[name] = value
+        commands.append(flags)
+    return commands
+
+
+@pytest.mark.slow
+def test_readme_workflow_in_miniature_gives_scratch_a_new_initialization(tmp_path):
+    """Runs the README's workflow as written (tiny schedule, digits) and compares step 0s."""
+    runs = {}
+    commands = [c for c in _readme_workflow() if c.get("mode", "train_eval") == "train_eval"]
+    assert len(commands) == 6
+    for flags in commands:
+        logdir = flags["logdir"].replace("/tmp/fm", str(tmp_path))
+        bindings = [b.replace("/tmp/fm", str(tmp_path)) for b in flags["gin_bindings"]]
+        assert "seed" in flags, flags  # every run of the workflow states its seed
+        keras.backend.clear_session()
+        train.run_experiment([os.path.join(ROOT, c) for c in flags["gin_config"]],
+                             bindings + SMALL, logdir=logdir, seed=int(flags["seed"]),
+                             verbose=0)
+        runs[os.path.basename(logdir)] = logdir
+
+    def kernels(logdir, step):
+        # model.variables holds kernels, biases and masks; kernels are the non-binary >= 2-D.
+        return [v for v in _list(_ckpt(logdir, step), "variables")
+                if v.ndim >= 2 and not set(np.unique(v)) <= {0.0, 1.0}]
+
+    final_masks = _list(_ckpt(runs["prune"], 24), "masks")
+    ticket = kernels(runs["lottery"], 0)
+    prune0 = kernels(runs["prune"], 0)
+    for t, p, m in zip(ticket, prune0, final_masks):
+        np.testing.assert_array_equal(t, p * m)  # the ticket is the pruning init, masked
+    for name in ("scratch", "scratch_plus", "set", "rigl"):
+        start = kernels(runs[name], 0)
+        for s, m in zip(start, final_masks):
+            np.testing.assert_array_equal(s != 0, m != 0)  # same masks as the ticket
+        distance = math.sqrt(sum(float(np.sum((s - t) ** 2)) for s, t in zip(start, ticket)))
+        assert distance > 0.1, (name, distance)
+
+
+def test_scratch_with_the_pruning_runs_seed_is_refused(tmp_path, prune_run):
+    with pytest.raises(ValueError, match="network.allow_same_init = True") as e:
+        train.run_experiment(_cfg("mnist_lenet5/scratch.gin"),
+                             SMALL + _prune_bindings(prune_run), logdir=str(tmp_path / "s"),
+                             seed=0, verbose=0)
+    assert "same --seed=0" in str(e.value)
+    assert not os.path.exists(tmp_path / "s" / "ckpt-0.index")  # refused before writing
+    # Asked for explicitly: allowed, and the start is the ticket (pruning init, masked).
+    train.run_experiment(_cfg("mnist_lenet5/scratch.gin"),
+                         SMALL + _prune_bindings(prune_run)
+                         + ["network.allow_same_init = True", "training.total_steps = 8"],
+                         logdir=str(tmp_path / "ok"), seed=0, verbose=0)
+    # A different seed gives a different start without asking.
+    train.run_experiment(_cfg("mnist_lenet5/scratch.gin"),
+                         SMALL + _prune_bindings(prune_run) + ["training.total_steps = 8"],
+                         logdir=str(tmp_path / "new"), seed=1, verbose=0)

@@ -18,9 +18,10 @@ from rigl_tf.keras.optimizer import slot_spec
 L = keras.layers
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-# Iterations (completed steps before the step) at which RigL(update_freq=3) updates,
-# worked out by hand from the schedule's convention (not read from `should_update`).
-_UPDATE_STEPS_FREQ3 = (3, 6, 9)
+# Loop steps (0-based; iterations before the step) in which RigL(update_freq=3) updates,
+# worked out by hand from the reference's convention (not read from `should_update`):
+# right after the 3rd, 6th and 9th weight update, i.e. at event steps 3, 6, 9.
+_UPDATE_STEPS_FREQ3 = (2, 5, 8)
 
 
 def _net(seed=0):
@@ -107,8 +108,11 @@ def test_dst_invariants(alg, inner):
         after = _snapshot(opt)
         is_update = t in _UPDATE_STEPS_FREQ3
         n_updates += is_update
+        # SNFS redistributes the budget across layers: its total count is exact.
+        assert sum(int(a[0].sum()) for a in after.values()) == sum(counts.values())
         for key, (mask, w, slots) in after.items():
-            assert int(mask.sum()) == counts[key], (key, t)
+            if alg != "snfs":
+                assert int(mask.sum()) == counts[key], (key, t)
             assert np.all(w[mask == 0] == 0), (key, t)
             for s in slots:
                 assert np.all(s[mask == 0] == 0), (key, t)
@@ -120,12 +124,13 @@ def test_dst_invariants(alg, inner):
             if not is_update:
                 np.testing.assert_array_equal(mask, old)
                 continue
-            assert grown.sum() == dropped.sum()
+            if alg != "snfs":
+                assert grown.sum() == dropped.sum()
             assert np.all(w[grown] == 0)  # grown connections start at zero
             for s in slots:
                 assert np.all(s[grown] == 0)  # and with fresh optimizer state
         if is_update:
-            assert int(opt.last_update_step.numpy()) == t
+            assert int(opt.last_update_step.numpy()) == t + 1  # the event step
     assert n_updates == 3
     assert int(opt.iterations.numpy()) == 10
 
@@ -367,7 +372,10 @@ def test_rigl_matches_numpy_model(inner):
         for k, v in variables.items():
             if k in masks:
                 np.testing.assert_array_equal(got_masks[k], masks[k], err_msg=f"{k} t={t}")
-            np.testing.assert_allclose(v.numpy(), p[k], rtol=1e-4, atol=1e-6,
+            # Adam's first steps at a regrown weight are ~ lr * g / (|g| + eps): float32
+            # against float64 differs by a few 1e-6 when |g| is near eps.
+            np.testing.assert_allclose(v.numpy(), p[k], rtol=1e-4,
+                                       atol=1e-5 if inner == "adam" else 1e-6,
                                        err_msg=f"{k} t={t}")
             own = _inner_slots(opt.inner_optimizer, v)
             names = ["momentum"] if inner == "momentum" else ["momentum", "velocity"]
@@ -382,7 +390,7 @@ def test_rigl_matches_numpy_model(inner):
 
 def test_rigl_grows_largest_gradients_and_drops_smallest_weights():
     model = rigl_tf.sparsify(_net(), 0.8, "uniform", seed=2)
-    updater = U.RigL(update_freq=1, start_step=0, init_drop_fraction=0.25,
+    updater = U.RigL(update_freq=1, init_drop_fraction=0.25,
                      schedule_alg="constant", regrow_dropped=False)
     opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.0), updater)  # lr 0: weights fixed
     x, y = _data(8)
@@ -411,7 +419,7 @@ def test_regrow_dropped_keeps_exactness_on_dense_layer():
     model = rigl_tf.sparsify(_net(), 0.5, "uniform", custom_sparsity={"fc2": 0.0})
     opt = rigl_tf.SparseOptimizer(
         keras.optimizers.SGD(0.1),
-        U.RigL(update_freq=1, start_step=0, regrow_dropped=False, schedule_alg="constant"))
+        U.RigL(update_freq=1, regrow_dropped=False, schedule_alg="constant"))
     loop = _Loop(model, opt)
     x, y = _data(8)
     loop.step(x, y)
@@ -444,7 +452,7 @@ def test_fit_with_every_optimizer(jit, inner):
     x, y = _data()
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert int(opt.iterations.numpy()) == 8
-    assert int(opt.last_update_step.numpy()) == 6
+    assert int(opt.last_update_step.numpy()) == 8  # events after updates 2, 4, 6, 8
     for key, w, m in rigl_tf.masked_weights(model):
         assert np.all(w.numpy()[m.numpy() == 0] == 0)
 
@@ -473,8 +481,10 @@ def test_gradual_magnitude_pruning(scope):
         for k in masks:
             assert np.all(masks[k] <= prev[k])  # pruning never regrows
         counts = tuple(int(masks[k].sum()) for k in ("conv/kernel", "fc1/kernel", "fc2/kernel"))
-        if t in expected:
-            assert (counts if scope == "layerwise" else sum(counts)) == expected[t], t
+        # Pruning step t + 2: tfmot's pruning_step of the next batch, which it prunes
+        # for from the weights after this step (t + 1 updates).
+        if t + 2 in expected:
+            assert (counts if scope == "layerwise" else sum(counts)) == expected[t + 2], t
         else:
             assert all(np.array_equal(masks[k], prev[k]) for k in masks), t
         prev = masks
@@ -539,7 +549,7 @@ def test_masks_and_slots_identical_across_mirrored_replicas():
     x, y = _data()
     masks0 = rigl_tf.get_masks(model)
     model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    assert int(opt.last_update_step.numpy()) == 4
+    assert int(opt.last_update_step.numpy()) == 6  # 6 steps, events after updates 2, 4, 6
 
     def local(v):
         return [t.numpy() for t in strategy.experimental_local_results(v.value)]
@@ -699,8 +709,9 @@ def test_lr_drop_fraction_schedule():
     x, y = _data(8)
     for _ in range(6):
         loop.step(x, y)
-    # Update at step 5 sees the inner optimizer after 6 steps: lr = 0.1 * (1 - 6/10).
-    assert float(opt.last_drop_fraction.numpy()) == pytest.approx(0.4 * 0.4, rel=1e-5)
+    # The update after the 5th step reads lr(5) = 0.1 * (1 - 5/10) = 0.05; peak 0.1.
+    assert int(opt.last_update_step.numpy()) == 5
+    assert float(opt.last_drop_fraction.numpy()) == pytest.approx(0.4 * 0.5, rel=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -716,7 +727,7 @@ def test_mixed_precision_loss_scaling_composes(policy):
             policy == "mixed_float16")
         x, y = _data()
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-        assert int(opt.last_update_step.numpy()) == 2
+        assert int(opt.last_update_step.numpy()) == 4  # 4 steps: events after updates 2, 4
         for key, w, m in rigl_tf.masked_weights(model):
             assert m.dtype == w.dtype == "float32"
             assert np.all(w.numpy()[m.numpy() == 0] == 0)
@@ -781,7 +792,7 @@ def test_rigl_with_heldout_batch_gradients():
     xh, yh = _data(8, seed=5)
     opt = rigl_tf.SparseOptimizer(
         keras.optimizers.SGD(0.0),
-        U.RigL(update_freq=1, start_step=0, init_drop_fraction=0.25, schedule_alg="constant",
+        U.RigL(update_freq=1, init_drop_fraction=0.25, schedule_alg="constant",
                regrow_dropped=False),
         gradient_fn=heldout_gradient_fn(model, xh, yh))
     loop = _Loop(model, opt)
@@ -804,7 +815,7 @@ def test_rigl_with_heldout_batch_gradients():
 def test_grow_init_unit_scaled():
     model = rigl_tf.sparsify(_net(), 0.8, "uniform")
     opt = rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.0),
-                                  U.SET(update_freq=1, start_step=0, grow_init="unit_scaled",
+                                  U.SET(update_freq=1, grow_init="unit_scaled",
                                         regrow_dropped=False, schedule_alg="constant"))
     loop = _Loop(model, opt)
     masks0 = rigl_tf.get_masks(model)

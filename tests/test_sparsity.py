@@ -196,6 +196,29 @@ def test_unit_scaled_conv_per_neuron_variance(density):
     assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
 
 
+def test_unit_scaled_defaults_are_glorot_fan_average_uniform():
+    """Paper Appendix A.2 / the reference: scale 1, average of sparse fan-in and fan-out."""
+    mask = M.random_mask((400, 300), 12000, seed=3).numpy()
+    w = I.unit_scaled(mask, (0,), (1,), seed=5).numpy()  # defaults
+    fan_in = mask.sum(0, keepdims=True)  # per output unit (column)
+    fan_out = mask.sum(1, keepdims=True)  # per input unit (row)
+    limit = np.sqrt(3.0 * 1.0 / ((fan_in + fan_out) / 2.0))  # U(-a, a): a^2 / 3 = 1 / fan
+    active = mask == 1
+    u = (w / limit)[active]
+    assert np.all(np.abs(u) <= 1.0 + 1e-6) and np.max(np.abs(u)) > 0.99
+    assert np.var(u) == pytest.approx(1.0 / 3.0, abs=0.01)  # Var U(-1, 1) = 1/3
+    import inspect
+
+    import rigl_tf
+    from rigl_tf.experiments import config as C
+
+    for fn, names in ((C.unit_scaled_init, ("method", "scale")),
+                      (rigl_tf.initialize, ("method", "scale")),
+                      (rigl_tf.sparsify, ("init_method", "init_scale"))):
+        params = inspect.signature(inspect.unwrap(fn)).parameters
+        assert tuple(params[n].default for n in names) == ("fanavg_uniform", 1.0), fn
+
+
 def _uneven_mask(n_in, n_out, seed):
     """A mask whose density varies strongly from unit to unit: P(active) = r_i * c_j with
     the output units' c_j from 0.03 to 1 (fan-in ~ 40 .. 1500 for 1500 inputs)."""
@@ -239,8 +262,6 @@ def test_unit_scaled_per_unit_fan(method):
     assert abs(corr) < 0.45, corr
 
 
-@pytest.mark.skip(reason="issue 11 (fid11) changes the unit_scaled defaults to the "
-                         "reference's fanavg_uniform, scale 1; unskip when merged")
 def test_unit_scaled_defaults_by_hand():
     """Defaults as in the reference (fanavg_uniform, scale 1): a regular mask with fan-in
     a = 100 per output unit and fan-out b = 50 per input unit has Var(w) = 1 / 75, i.e.
@@ -294,14 +315,47 @@ def test_update_schedule_semantics():
     assert not bool(forever.is_update_step(0))  # default start_step = update_freq
 
 
-def test_cosine_drop_fraction():
-    f = S.DropFractionSchedule("cosine", 0.3, start_step=0, end_step=100)
+def test_cosine_drop_fraction_is_the_papers_formula_from_step_0():
+    # f(t) = f0 / 2 * (1 + cos(pi * min(t, T) / T)), T = end_step, counted from step 0
+    # whatever the first update step (start_step = 40 here).
+    f = S.DropFractionSchedule("cosine", 0.3, start_step=40, end_step=100)
     assert float(f(0)) == pytest.approx(0.3)
-    assert float(f(50)) == pytest.approx(0.15)
+    assert float(f(25)) == pytest.approx(0.15 * (1 + 0.7071067811865476))  # cos(pi/4)
+    assert float(f(50)) == pytest.approx(0.15)  # cos(pi/2) = 0
+    assert float(f(75)) == pytest.approx(0.15 * (1 - 0.7071067811865476))
     assert float(f(100)) == pytest.approx(0.0, abs=1e-7)
     assert float(f(200)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_cosine_drop_fraction_that_can_never_finish_is_refused():
+    with pytest.raises(ValueError, match=r"'cosine' drop-fraction .* must be > 0, got -1"):
+        S.DropFractionSchedule("cosine", 0.3, end_step=-1)
+    assert float(S.DropFractionSchedule("cosine", 0.3, end_step=0)(5)) == pytest.approx(0.3)
+
+
+def test_lr_drop_fraction_is_normalised_by_the_peak():
     lr = S.DropFractionSchedule("lr", 0.3)
-    assert float(lr(5, learning_rate=0.05, initial_learning_rate=0.1)) == pytest.approx(0.15)
+    assert float(lr(5, learning_rate=0.05, peak_learning_rate=0.1)) == pytest.approx(0.15)
+    assert float(lr(5, learning_rate=0.0, peak_learning_rate=0.1)) == 0.0
+
+
+def test_er_ignores_erk_power_scale_like_the_reference():
+    shapes = {"a": (5, 5, 16, 32), "b": (200, 100), "c": (100, 10)}
+    # ER: raw = (n_in + n_out) / (n_in * n_out) of the last two dims, no power.
+    er = D.get_densities(shapes, 0.9, "er", erk_power_scale=0.5)
+    raw = {"a": 48 / 512, "b": 300 / 20000, "c": 110 / 1000}
+    sizes = {"a": 12800, "b": 20000, "c": 1000}
+    eps = 0.1 * sum(sizes.values()) / sum(raw[k] * sizes[k] for k in shapes)
+    assert max(eps * r for r in raw.values()) <= 1.0  # no capping in this example
+    for k in shapes:
+        assert er[k] == pytest.approx(eps * raw[k])
+    # ERK: raw = (sum(shape) / prod(shape)) ** power.
+    erk = D.get_densities(shapes, 0.9, "erk", erk_power_scale=0.5)
+    rawk = {"a": (58 / 12800) ** 0.5, "b": (300 / 20000) ** 0.5, "c": (110 / 1000) ** 0.5}
+    epsk = 0.1 * sum(sizes.values()) / sum(rawk[k] * sizes[k] for k in shapes)
+    assert max(epsk * r for r in rawk.values()) <= 1.0
+    for k in shapes:
+        assert erk[k] == pytest.approx(epsk * rawk[k])
 
 
 def test_polynomial_pruning_schedule():

@@ -5,7 +5,7 @@ Configurables are named by role, as in google-research/rigl ``rigl_tf2``::
     training.total_steps = 11719         network.network_name = 'lenet5'
     optimizer.name = 'momentum'          pruning.mode = 'prune'
     mask_updater.update_alg = 'rigl'     sparsity.sparsity = 0.95
-    unit_scaled_init.method = 'fanin_normal'
+    unit_scaled_init.method = 'fanavg_uniform'
     data.dataset_name = 'mnist'
 
 Each configurable validates its arguments and returns a frozen dataclass (a *spec*);
@@ -340,6 +340,7 @@ class NetworkSpec:
     noise_stddev: float
     model_kwargs: Dict[str, Any]
     small_dense_density: Optional[float]
+    allow_same_init: bool = False
 
 
 @gin.configurable("network")
@@ -347,7 +348,7 @@ def network(network_name="lenet5", activation="relu", weight_decay=0.0,
             weight_init_method=None, mask_init_path=None, weight_init_path=None,
             shuffle_mask=False, noise_stddev=0.0, hidden_sizes=None, use_batch_norm=None,
             width_multiplier=None, kernel_initializer=None, small_dense_density=None,
-            model_kwargs=None):
+            model_kwargs=None, allow_same_init=False):
     """The network and how its masks and weights start.
 
     Args:
@@ -372,6 +373,10 @@ def network(network_name="lenet5", activation="relu", weight_decay=0.0,
         baselines); excludes ``width_multiplier``.
       model_kwargs: further keyword arguments of the model builder, e.g.
         ``{'variant': 'imagenet'}`` for vgg16 (see ``models.get_model``).
+      allow_same_init: a run with ``mask_init_path`` and a fresh initialization whose
+        initial weights equal the source run's own step-0 weights under the loaded masks
+        (same seed and initializer: the lottery ticket, not a new initialization) is
+        refused unless this is True.
 
     Returns:
       A :class:`NetworkSpec`.
@@ -419,6 +424,7 @@ def network(network_name="lenet5", activation="relu", weight_decay=0.0,
         noise_stddev=_float("network.noise_stddev", noise_stddev, 0.0),
         model_kwargs=kwargs,
         small_dense_density=small_dense_density,
+        allow_same_init=_bool("network.allow_same_init", allow_same_init),
     )
 
 
@@ -431,12 +437,15 @@ class UnitScaledSpec:
 
 
 @gin.configurable("unit_scaled_init")
-def unit_scaled_init(method="fanin_normal", scale=2.0):
+def unit_scaled_init(method="fanavg_uniform", scale=1.0):
     """Parameters of the sparsity-aware 'unit_scaled' initialization.
+
+    The defaults are the paper's (Appendix A.2) and the reference's: Glorot-style,
+    variance 1 / the average of each unit's sparse fan-in and fan-out, uniform.
 
     Args:
       method: fan and distribution, one of ``rigl_tf.sparsity.UNIT_SCALED_METHODS``.
-      scale: variance numerator (2: He-like, 1: Glorot-like).
+      scale: variance numerator (1: Glorot-like, 2: He-like).
 
     Returns:
       A :class:`UnitScaledSpec`.
@@ -531,9 +540,11 @@ def mask_updater(update_alg="", schedule_alg="lr", update_freq=100, start_step=N
       update_alg: '' (static mask), 'set', 'rigl', 'rigl_inverted', 'snfs' (dynamic
         sparse training), or 'snip', 'grasp', 'random' (one-shot pruning at
         initialization on one training batch, then a static mask).
-      schedule_alg: drop-fraction schedule: 'lr' (proportional to the learning rate),
-        'cosine' (decays to 0 at ``last_update_step``) or 'constant'.
-      update_freq: steps between mask updates.
+      schedule_alg: drop-fraction schedule: 'lr' (``f0 * lr(t) / peak lr``: the learning
+        rate at the update step over its peak, warm-up included), 'cosine'
+        (``f0 / 2 * (1 + cos(pi * t / last_update_step))``) or 'constant'.
+      update_freq: steps between mask updates: masks change after updates
+        ``update_freq``, ``2 * update_freq``, ... (the reference's steps).
       start_step: first update step (None: ``update_freq``).
       init_drop_fraction: fraction of active weights changed at the first update.
       last_update_step: last update step; < 0 never stops, 0 never updates.
@@ -546,6 +557,12 @@ def mask_updater(update_alg="", schedule_alg="lr", update_freq=100, start_step=N
     """
     _choice("mask_updater.update_alg", update_alg, UPDATE_ALGORITHMS)
     _choice("mask_updater.schedule_alg", schedule_alg, ("lr", "cosine", "constant"))
+    if schedule_alg == "cosine" and isinstance(last_update_step, int) and last_update_step < 0:
+        raise ValueError(
+            f"`mask_updater.last_update_step` must be > 0 with mask_updater.schedule_alg = "
+            f"'cosine' (the drop fraction decays to 0 there), got {last_update_step}; the "
+            f"schedule could never finish."
+        )
     if use_stateless is not True:
         raise ValueError(
             f"`mask_updater.use_stateless` must be True (rigl_tf always uses stateless RNG "
@@ -588,7 +605,7 @@ def sparsity(sparsity=0.0, distribution="erk", keep_dense=(), custom_sparsity=No
         the first and last prunable layer of the model (e.g. ``('first',)``).
       custom_sparsity: map from layer name (or 'layer/attr') to a fixed sparsity.
       min_active: minimum active weights per layer.
-      erk_power_scale: exponent of the ER(K) raw probabilities.
+      erk_power_scale: exponent of the ERK raw probabilities (ERK only, as in the reference).
       pattern: structured sparsity of the sparsified layers: None / 'unstructured', 'N:M'
         (e.g. '2:4'), 'block:RxC', or a map from layer name to one of those.
 
@@ -1028,6 +1045,11 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup_steps, warm,
                         tf.cast(self.after(step), tf.float32))
 
+    @property
+    def peak_learning_rate(self):
+        """The warm-up target or the later schedule's peak, whichever is larger."""
+        return max(self.target, updaters_lib.peak_learning_rate(self.after))
+
     def get_config(self):
         return {
             "after": keras.saving.serialize_keras_object(self.after),
@@ -1054,6 +1076,10 @@ class ShiftedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         import tensorflow as tf
 
         return self.inner(tf.maximum(tf.cast(step, tf.float32) - self.shift, 0.0))
+
+    @property
+    def peak_learning_rate(self):
+        return updaters_lib.peak_learning_rate(self.inner)
 
     def get_config(self):
         return {"inner": keras.saving.serialize_keras_object(self.inner), "shift": self.shift}

@@ -443,6 +443,8 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
         for v in model.trainable_variables:
             v.assign(v.numpy() + rng.normal(0.0, net.noise_stddev, v.shape).astype(v.dtype))
         rigl_tf.apply_masks(model)
+    if mask_path and not weight_path and not net.shuffle_mask and not net.allow_same_init:
+        refuse_same_init(model, mask_path, seed, log=log)
     if oneshot_alg and dry_run:
         try:
             batch_fn()
@@ -466,6 +468,39 @@ def build_model(spec: config_lib.ExperimentSpec, info, seed: int, batch_fn=None,
         result = meta_init(model, x, y, steps=spec.training.metainit_steps)
         log(f"MetaInit: gradient quotient {result['gq'][0]:.4f} -> {result['best_gq']:.4f}.")
     return model
+
+
+def refuse_same_init(model, mask_path: str, seed: int, log=print):
+    """Refuses a fresh start that reproduces the mask source run's own initialization.
+
+    With the source run's seed and initializer, "masks from run A + a fresh random
+    initialization" gives exactly A's step-0 weights under A's final masks: the lottery
+    ticket. The check compares the masked kernels with A's ``ckpt-0`` (skipped, with a
+    log line, when A has no step-0 checkpoint).
+
+    Raises:
+      ValueError: if every masked kernel equals A's step-0 kernel under the current masks.
+    """
+    prefix = resolve_checkpoint(mask_path, "network.mask_init_path")
+    try:
+        source = load_variables(model, f"{prefix}:0", "network.mask_init_path")
+    except (FileNotFoundError, ValueError):
+        log(f"No step-0 checkpoint next to {prefix!r}; the same-initialization check "
+            f"(network.allow_same_init) was skipped.")
+        return
+    by_id = {id(v): value for v, value in zip(model.variables, source)}
+    same = []
+    for _, weight, mask in rigl_tf.masked_weights(model):
+        ours = np.asarray(weight.numpy())
+        theirs = np.asarray(by_id[id(weight)]) * np.asarray(mask.numpy())
+        same.append(bool(np.any(ours)) and np.array_equal(ours, theirs))
+    if same and all(same):
+        raise ValueError(
+            f"`network.mask_init_path`={mask_path!r} with a fresh initialization gives this "
+            f"run exactly that run's step-0 weights under its masks (same --seed={seed} and "
+            f"initializer): the lottery ticket rather than a new initialization; use "
+            f"another --seed, or set network.allow_same_init = True if that is intended."
+        )
 
 
 def _check_sparsity_reached(model, spec, mask_path, oneshot_alg):
@@ -568,9 +603,11 @@ class _Checkpointer(keras.callbacks.Callback):
         if self.before is None:
             return
         step = self._step()
-        if bool(sparse_optimizer(self.model.optimizer).updater.should_update(step)):
-            self.before.save(checkpoint_number=step)
-            self._pending = step
+        opt = sparse_optimizer(self.model.optimizer)
+        if opt.updates_masks_in_step(step):
+            update_step = opt.update_step_of(step)  # named by the update's event step
+            self.before.save(checkpoint_number=update_step)
+            self._pending = update_step
 
     def on_train_batch_end(self, batch, logs=None):
         if self.nan_guard.failed_step is not None:

@@ -119,7 +119,8 @@ def masked_variables(model):
 def mask_update_callback(model, updater, data=None, loss_fn=None, seed=0):
     """A tf_keras callback that runs a rigl_tf updater on a tfmot-pruned model.
 
-    After each training batch whose step (0-based) is an update step of ``updater``, new
+    After each training batch whose event step (``iterations`` after the batch) is an
+    update step of ``updater`` (the reference's convention), new
     masks are computed with the same routine SparseOptimizer uses and written into the
     tfmot mask variables; weights at newly grown positions are zeroed and the optimizer's
     slots are reset where a connection is not kept.
@@ -162,7 +163,8 @@ def mask_update_callback(model, updater, data=None, loss_fn=None, seed=0):
 
     class _MaskUpdate(tf_keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            step = int(self.model.optimizer.iterations.numpy()) - 1
+            # The event step of an update right after this batch (Updater.event_offset).
+            step = int(self.model.optimizer.iterations.numpy()) - 1 + updater.event_offset
             if not bool(updater.should_update(step)):
                 return
             weights = [tf.cast(it.var, tf.float32) for it in items]
@@ -177,7 +179,8 @@ def mask_update_callback(model, updater, data=None, loss_fn=None, seed=0):
                 grads = [tf.cast(g, tf.float32) for g in
                          tape.gradient(loss, [it.var for it in items])]
             new_masks = updater.compute_masks(
-                tf.constant(step, tf.int64), weights, masks, grads, [None] * len(items))
+                tf.constant(step, tf.int64), weights, masks, grads, [None] * len(items),
+                _lr_info(self.model.optimizer, step))
             optimizer = self.model.optimizer
             slot_names = optimizer.get_slot_names() if hasattr(optimizer, "get_slot_names") else []
             for it, w, old, new in zip(items, weights, masks, new_masks):
@@ -193,6 +196,16 @@ def mask_update_callback(model, updater, data=None, loss_fn=None, seed=0):
             self.last_update_step = step
 
     return _MaskUpdate()
+
+
+def _lr_info(optimizer, step):
+    """(lr at ``step``, peak lr) of a tf_keras optimizer, for the 'lr' drop fraction."""
+    lr = optimizer.learning_rate
+    if callable(lr) and not hasattr(lr, "assign"):
+        peak = getattr(lr, "peak_learning_rate", None)
+        return float(lr(step)), float(peak if peak is not None else lr(0))
+    value = float(lr.numpy()) if hasattr(lr, "numpy") else float(lr)
+    return value, value  # a constant learning rate: the fraction stays f0
 
 
 def _sequential_to_keras3(model):

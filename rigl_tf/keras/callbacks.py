@@ -212,9 +212,10 @@ class GradientFlow(keras.callbacks.Callback):
     Every ``every_n_steps`` steps it writes ``gradient_flow/norm``,
     ``gradient_flow/squared_norm`` and ``gradient_flow/norm/<variable path>``. With a
     ``SparseOptimizer``, it also measures just before a step that updates the masks (at
-    batch begin, when ``updater.should_update(step)`` is true) and just after it (at batch
-    end; the difference includes that step's weight update), writing
-    ``gradient_flow/mask_update/{before,after,change}`` (squared norms) at the update step.
+    batch begin, when ``optimizer.updates_masks_in_step(iterations)`` is true) and just
+    after it (at batch end; the difference includes that step's weight update), writing
+    ``gradient_flow/mask_update/{before,after,change}`` (squared norms) at the update's
+    event step (``iterations`` after that step, e.g. 100, 200, ... for update_freq 100).
     Gradients of masked weights are multiplied by their masks (inactive connections
     carry no gradient flow); regularization losses are not included.
 
@@ -301,8 +302,8 @@ class GradientFlow(keras.callbacks.Callback):
         if opt is None:
             return
         step = _step(self.model)
-        if bool(opt.updater.should_update(step)):
-            self._before = (step, self.measure()[0])
+        if opt.updates_masks_in_step(step):
+            self._before = (opt.update_step_of(step), self.measure()[0])
 
     def on_train_batch_end(self, batch, logs=None):
         step = _step(self.model)

@@ -131,8 +131,8 @@ def sparsify(
     custom_sparsity: Optional[Mapping[str, float]] = None,
     masks: Optional[Mapping[str, np.ndarray]] = None,
     init: str = "dense",
-    init_method: str = "fanin_normal",
-    init_scale: float = 2.0,
+    init_method: str = "fanavg_uniform",
+    init_scale: float = 1.0,
     seed: int = 0,
     min_active: int = 1,
     erk_power_scale: float = 1.0,
@@ -160,7 +160,7 @@ def sparsify(
       init_scale: unit_scaled variance numerator (1: Glorot-like, 2: He-like).
       seed: seed for random masks and initialization (stateless; same seed, same model).
       min_active: minimum active weights per layer (0 allows disconnecting a layer).
-      erk_power_scale: exponent of the ER(K) raw probabilities.
+      erk_power_scale: exponent of the ERK raw probabilities (ERK only, as in the reference).
       pattern: structured sparsity for the wrapped layers: 'unstructured' (default),
         'N:M' (e.g. '2:4'; fixes those weights' density at N/M) or 'block:RxC'; or a map
         from layer name to pattern (other layers unstructured).
@@ -308,8 +308,8 @@ def init_masks(
     return {k: int(np.sum(v)) for k, v in get_masks(model).items()}
 
 
-def initialize(model, init: str = "unit_scaled", *, method: str = "fanin_normal",
-               scale: float = 2.0, seed: int = 0):
+def initialize(model, init: str = "unit_scaled", *, method: str = "fanavg_uniform",
+               scale: float = 1.0, seed: int = 0):
     """(Re-)initializes every masked weight under its current mask.
 
     Args:

@@ -269,6 +269,7 @@ class SparseOptimizer(WrappingOptimizer):
             raise TypeError(f"`gradient_fn` must be callable, got {type(gradient_fn).__name__}.")
         self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
+        self._first_event = _Untracked(None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -300,6 +301,8 @@ class SparseOptimizer(WrappingOptimizer):
                 "the model has no SparseWrapper layers (call rigl_tf.sparsify first)."
             )
         self._items = _Untracked(items)
+        self._peak_lr = _Untracked(self._find_peak_lr(self.updater))
+        self._first_event = _Untracked(self._first_step_event(self.updater))
         self._var_index = _Untracked({id(it.var): it for it in items})
         self._slot_lists = _Untracked(self._find_slots(items))
         _BUILT.add(self)
@@ -324,6 +327,55 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_num_changed = self.add_variable(
             shape=(), dtype="int64", initializer="zeros", name="last_num_changed",
             aggregation="only_first_replica")
+
+    def _find_peak_lr(self, updater):
+        """The peak learning rate, read once (eagerly) for the 'lr' drop fraction."""
+        fraction = getattr(updater, "fraction", None)
+        uses_lr = getattr(fraction, "schedule", None) == "lr"
+        base = _base_optimizer(self.inner_optimizer)
+        with tf.init_scope():
+            try:
+                peak = updaters_lib.peak_learning_rate(base._learning_rate)
+            except (TypeError, ValueError) as e:
+                if uses_lr:
+                    raise ValueError(str(e)) from None
+                return None
+        if uses_lr and not (np.isfinite(peak) and peak > 0):
+            raise ValueError(
+                f"The 'lr' drop-fraction schedule divides by the peak learning rate, which "
+                f"is {peak!r} for learning rate {type(base._learning_rate).__name__}; give the "
+                f"schedule a "
+                f"`peak_learning_rate` attribute, or use schedule_alg 'cosine' or 'constant'."
+            )
+        return peak
+
+    def _first_step_event(self, updater):
+        """The event step of an update at the first step, before its weight update (the
+        schedule decides it eagerly, once), or None."""
+        if updater.name == "static":
+            return None
+        event = updater.event_offset - 1
+        with tf.init_scope():
+            return event if bool(updater.should_update(event)) else None
+
+    def updates_masks_in_step(self, iterations) -> bool:
+        """Whether the optimizer step that starts at ``iterations`` changes the masks
+        (Python; for callbacks that act around mask updates)."""
+        return self.update_step_of(iterations) is not None
+
+    def update_step_of(self, iterations):
+        """The event step of the mask update made in the optimizer step that starts at
+        ``iterations`` (the later one if there are two), or None."""
+        updater = self.updater
+        if updater.name == "static":
+            return None
+        event = int(iterations) + updater.event_offset
+        if bool(updater.should_update(event)):
+            return event
+        first = self._first_event.value if self.built else self._first_step_event(updater)
+        if int(iterations) == 0 and first is not None:
+            return first
+        return None
 
     def _find_slots(self, items):
         spec = slot_spec(self.inner_optimizer) or []
@@ -371,11 +423,20 @@ class SparseOptimizer(WrappingOptimizer):
                 lambda: self._take_snapshot(distribution, variables),
                 lambda: tf.no_op(),
             )
-        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
-
         updater = self.updater
         by_id = {id(v): g for g, v in zip(grads, variables)}
         item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
+        first = self._first_event.value
+        if first is not None:
+            # An event due before the first update acts on the initial weights.
+            tf.cond(
+                tf.equal(step, 0),
+                lambda: self._update_masks(distribution, tf.constant(first, tf.int64),
+                                           item_grads),
+                lambda: tf.no_op(),
+            )
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+
         if updater.needs_state:
             reduced = self._reduce(distribution, item_grads)
             for state, g in zip(self._states, reduced):
@@ -383,9 +444,11 @@ class SparseOptimizer(WrappingOptimizer):
                     state.assign(updater.observe(state, tf.cast(g, state.dtype)))
 
         if updater.name != "static":
+            # The event step of an update right after this step (Updater.event_offset).
+            event = step + updater.event_offset
             tf.cond(
-                updater.should_update(step),
-                lambda: self._update_masks(distribution, step, item_grads),
+                updater.should_update(event),
+                lambda: self._update_masks(distribution, event, item_grads),
                 lambda: tf.no_op(),
             )
         if keeps_zeros(self.inner_optimizer):
@@ -454,7 +517,10 @@ class SparseOptimizer(WrappingOptimizer):
         weights = [tf.cast(tf.convert_to_tensor(it.var), tf.float32) for it in items]
         masks = [tf.cast(tf.convert_to_tensor(it.mask), tf.float32) for it in items]
         states = [tf.convert_to_tensor(s) for s in self._states] or [None] * len(items)
-        lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer))
+        lr_info = None
+        if self._peak_lr.value is not None:
+            lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer), step,
+                                               self._peak_lr.value)
         new_masks = updater.compute_masks(step, weights, masks, grads, states, lr_info)
         changed = []
         for item, w, old, new, slots in zip(items, weights, masks, new_masks,

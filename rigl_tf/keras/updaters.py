@@ -127,8 +127,17 @@ class Updater:
         """Called once by the optimizer with the masked weights (in a fixed order)."""
         self.items = items
 
+    #: The event step of an update made right after the optimizer step that starts at
+    #: ``iterations = i`` is ``i + event_offset``; an update made at the first step, before
+    #: its weight update, has event step ``event_offset - 1``. 1 for DST (the reference
+    #: loop's ``is_update_iter(optimizer.iterations)`` after ``apply_gradients``); 2 for
+    #: pruning (tfmot increments ``pruning_step`` before pruning in the forward pass, so
+    #: its step ``t`` prunes the weights after ``t - 1`` updates, for batch ``t - 1`` on).
+    event_offset = 1
+
     def should_update(self, step) -> tf.Tensor:
-        """Boolean tensor: whether masks change at ``step``."""
+        """Boolean tensor: whether masks change at event step ``step`` (see
+        ``event_offset`` and ``rigl_tf.sparsity.schedules``)."""
         raise NotImplementedError
 
     def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
@@ -170,13 +179,18 @@ class DropGrowUpdater(Updater):
     ``grow_score`` among inactive connections, keeping every layer's count exact.
 
     Args:
-      update_freq: steps between updates.
+      update_freq: steps between updates; masks change after updates ``update_freq``,
+        ``2 * update_freq``, ... (the reference's steps).
       start_step: first update step (default: ``update_freq``).
       end_step: last update step (``last_update_step``): < 0 never stops, 0 disables.
-      init_drop_fraction: fraction of active weights dropped at the first update.
-      schedule_alg: 'cosine' (decays to 0 at ``end_step``), 'constant' or 'lr'.
+      init_drop_fraction: the drop fraction ``f0``.
+      schedule_alg: 'lr' (default, as in the reference: ``f0 * lr(t) / peak lr``, the
+        learning rate read at the update step ``t`` and the peak including warm-up),
+        'cosine' (``f0 / 2 * (1 + cos(pi * t / end_step))``; needs ``end_step`` > 0) or
+        'constant'.
       grow_init: value of newly grown weights: 'zeros' (default, as in RigL) or
-        'unit_scaled' (drawn with variance 2 / sparse fan-in of the new mask, stateless).
+        'unit_scaled' (drawn like ``unit_scaled`` init's default: uniform with variance
+        1 / the average of the sparse fan-in and fan-out under the new mask, stateless).
       regrow_dropped: whether a connection dropped in an update may be regrown in the same
         update (True in the original RigL/SET; it then keeps its value).
       seed: seed of the stateless randomness (SET growth), keyed by (seed, step, layer).
@@ -186,7 +200,7 @@ class DropGrowUpdater(Updater):
     regrow_dropped_default = True
 
     def __init__(self, update_freq=100, start_step=None, end_step=-1, init_drop_fraction=0.3,
-                 schedule_alg="cosine", regrow_dropped=None, grow_init="zeros", seed=0):
+                 schedule_alg="lr", regrow_dropped=None, grow_init="zeros", seed=0):
         super().__init__(seed)
         if grow_init not in GROW_INITS:
             raise ValueError(
@@ -214,13 +228,16 @@ class DropGrowUpdater(Updater):
 
         in_axes, out_axes = get_unit_axes(item.var)
         seed = masks_lib.stateless_seed(self.seed, step, 20_000 + item.index)
-        fan_in, _ = init_lib.sparse_fans(new_mask, in_axes, out_axes)
-        std = tf.sqrt(tf.math.divide_no_nan(2.0, fan_in))
-        return tf.random.stateless_normal(tf.shape(new_mask), seed=seed) * std
+        fan_in, fan_out = init_lib.sparse_fans(new_mask, in_axes, out_axes)
+        # U(-a, a) with a^2 / 3 = 1 / fan_avg (Glorot; paper Appendix A.2).
+        limit = tf.sqrt(tf.math.divide_no_nan(6.0, fan_in + fan_out))
+        noise = tf.random.stateless_uniform(tf.shape(new_mask), seed=seed, minval=-1.0,
+                                            maxval=1.0)
+        return noise * limit
 
     def drop_fraction(self, step, lr_info=None):
-        lr, lr0 = lr_info if lr_info is not None else (None, None)
-        return self.fraction(step, lr, lr0)
+        lr, peak = lr_info if lr_info is not None else (None, None)
+        return self.fraction(step, lr, peak)
 
     def drop_score(self, ctx: ScoreContext):
         """Higher = more important to keep. Default: weight magnitude."""
@@ -266,6 +283,11 @@ class DropGrowUpdater(Updater):
         keep = masks_lib.topk_mask(tf.where(m > 0, drop_score, neg_inf), n_active - n_drop)
         if grow_score is None:
             return keep, None
+        return keep, self._grow(m, keep, grow_score, n_drop)
+
+    def _grow(self, m, keep, grow_score, n_grow):
+        """The ``n_grow`` inactive connections with the highest grow score."""
+        neg_inf = tf.constant(-np.inf, tf.float32)
         if self.regrow_dropped:
             candidates = tf.where(keep > 0, neg_inf, grow_score)
         else:
@@ -273,7 +295,7 @@ class DropGrowUpdater(Updater):
             # selectable, so a nearly dense layer still gets exactly n_drop grown.
             lowest = tf.constant(-3.0e38, tf.float32)
             candidates = tf.where(keep > 0, neg_inf, tf.where(m > 0, lowest, grow_score))
-        return keep, masks_lib.topk_mask(candidates, n_drop)
+        return masks_lib.topk_mask(candidates, n_grow)
 
     def get_config(self):
         return {
@@ -319,20 +341,43 @@ class RigLInverted(DropGrowUpdater):
 
 @register_updater("snfs")
 class SNFS(DropGrowUpdater):
-    """Sparse momentum (Dettmers & Zettlemoyer 2019): grow by |momentum of the dense
-    gradient|, an exponential moving average kept for every weight, active or not.
+    """Sparse momentum (Dettmers & Zettlemoyer 2019, "Sparse Networks from Scratch").
+
+    Keeps an exponential moving average ``v = momentum * v + (1 - momentum) * g`` of the
+    dense gradient of every weight, active or not. At an update each layer drops the
+    ``floor(f * n_active)`` smallest-magnitude active weights (``f``: the drop fraction);
+    with ``redistribute`` (the paper's method) the ``K`` dropped weights of all layers are
+    then regrown in proportion to each layer's mean ``|v|`` over its active weights
+    (``K * M_l / sum M``, apportioned exactly: largest remainders, and a layer that would
+    exceed its size is filled and the rest re-split), inside a layer at the largest
+    ``|v|``. The total number of active weights is exact; per-layer counts move. Without
+    ``redistribute`` every layer regrows what it dropped.
 
     Args:
       momentum: the moving average coefficient (0.9 by default).
+      redistribute: move the budget across layers by momentum (True, the paper's method).
       **kwargs: see :class:`DropGrowUpdater`.
     """
 
     needs_gradients = True
     needs_state = True
 
-    def __init__(self, momentum=0.9, **kwargs):
+    def __init__(self, momentum=0.9, redistribute=True, **kwargs):
         super().__init__(**kwargs)
         self.momentum = check_fraction(momentum, "momentum", high_open=True)
+        if not isinstance(redistribute, (bool, np.bool_)):
+            raise ValueError(f"`redistribute` must be True or False, got {redistribute!r}.")
+        self.redistribute = bool(redistribute)
+
+    def build(self, items):
+        super().build(items)
+        structured = [it.key for it in items if it.pattern.kind != "unstructured"]
+        if self.redistribute and structured:
+            raise ValueError(
+                f"SNFS `redistribute`=True moves weights between layers and needs "
+                f"unstructured masks, but {structured} have structured patterns; pass "
+                f"redistribute=False."
+            )
 
     def observe(self, state, grad):
         return self.momentum * state + (1.0 - self.momentum) * grad
@@ -340,8 +385,31 @@ class SNFS(DropGrowUpdater):
     def grow_score(self, ctx):
         return tf.abs(ctx.state)
 
+    def compute_masks(self, step, weights, masks, grads, states, lr_info=None):
+        if not self.redistribute:
+            return super().compute_masks(step, weights, masks, grads, states, lr_info)
+        fraction = self.drop_fraction(step, lr_info)
+        neg_inf = tf.constant(-np.inf, tf.float32)
+        keeps, drops, caps, means, grow_scores = [], [], [], [], []
+        for item, w, m, g, s in zip(self.items, weights, masks, grads, states):
+            ctx = ScoreContext(step, item.index, w, m, g, s, self.seed)
+            n_active = tf.cast(tf.reduce_sum(m), tf.int32)
+            n_drop = tf.cast(tf.floor(fraction * tf.cast(n_active, tf.float32)), tf.int32)
+            drop_score = tf.cast(self.drop_score(ctx), tf.float32)
+            keeps.append(masks_lib.topk_mask(tf.where(m > 0, drop_score, neg_inf),
+                                             n_active - n_drop))
+            drops.append(n_drop)
+            caps.append(item.size - (n_active - n_drop))
+            magnitude = tf.abs(tf.cast(s, tf.float32))
+            means.append(tf.math.divide_no_nan(tf.reduce_sum(magnitude * m), tf.reduce_sum(m)))
+            grow_scores.append(tf.cast(self.grow_score(ctx), tf.float32))
+        counts = masks_lib.apportion(tf.stack(means), tf.add_n(drops), tf.stack(caps))
+        return [keep + self._grow(m, keep, score, counts[i])
+                for i, (keep, m, score) in enumerate(zip(keeps, masks, grow_scores))]
+
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum}
+        return {**super().get_config(), "momentum": self.momentum,
+                "redistribute": self.redistribute}
 
 
 SCOPES = ("layerwise", "global")
@@ -403,6 +471,8 @@ class MagnitudePruning(Updater):
         self.final_sparsities = [
             1.0 - patterns_lib.pattern_density(it.pattern, densities[it.key]) for it in items
         ]
+
+    event_offset = 2  # tfmot's pruning_step: see Updater.event_offset
 
     def should_update(self, step):
         return self.schedule.is_prune_step(step)
@@ -471,15 +541,69 @@ class RandomPruning(MagnitudePruning):
         return masks_lib.random_scores(tf.shape(weight), self.seed, step, item.index)
 
 
-def describe_lr(optimizer):
-    """Returns (current lr, initial lr) tensors of a Keras optimizer (for 'lr' schedules)."""
-    lr = optimizer._get_current_learning_rate()
+def peak_learning_rate(learning_rate) -> float:
+    """The largest value a learning rate takes (the 'lr' drop-fraction normaliser).
+
+    Known Keras schedules are read from their parameters, so a linear warm-up from 0 has
+    its peak at the warm-up target, not ``lr(0) = 0``. Any schedule may declare its own
+    ``peak_learning_rate`` attribute; other schedules fall back to ``lr(0)`` (the
+    reference's normaliser). Call it eagerly (Python floats).
+
+    Args:
+      learning_rate: a number, a variable, or a Keras ``LearningRateSchedule``.
+
+    Returns:
+      The peak as a Python float.
+    """
+    import keras
+
+    S = keras.optimizers.schedules
+    lr = learning_rate
+    if hasattr(lr, "peak_learning_rate"):
+        peak = lr.peak_learning_rate
+        return float(peak() if callable(peak) else peak)
+    if isinstance(lr, S.CosineDecay):
+        peak = float(lr.initial_learning_rate)
+        target = getattr(lr, "warmup_target", None)
+        if target is not None and getattr(lr, "warmup_steps", 0):
+            peak = max(peak, float(target))
+        return peak
+    if isinstance(lr, S.PiecewiseConstantDecay):
+        return max(float(v) for v in lr.values)
+    if isinstance(lr, S.PolynomialDecay):
+        return max(float(lr.initial_learning_rate), float(lr.end_learning_rate))
+    if isinstance(lr, (S.ExponentialDecay, S.InverseTimeDecay, S.CosineDecayRestarts)):
+        if isinstance(lr, S.ExponentialDecay) and float(lr.decay_rate) > 1.0:
+            raise ValueError(
+                f"ExponentialDecay with decay_rate {lr.decay_rate} > 1 grows without a peak; "
+                f"the 'lr' drop-fraction schedule needs a peak learning rate."
+            )
+        return float(lr.initial_learning_rate)
+    if isinstance(lr, S.LearningRateSchedule):
+        return float(lr(0))
+    if callable(lr) and not hasattr(lr, "assign"):
+        return float(lr())
+    return float(keras.ops.convert_to_numpy(lr))
+
+
+def describe_lr(optimizer, step, peak):
+    """Returns (learning rate at ``step``, ``peak``) as float32 tensors ('lr' schedules).
+
+    Args:
+      optimizer: the Keras optimizer whose ``learning_rate`` drives the schedule.
+      step: the update step ``t`` (the schedule is read there, as in the reference).
+      peak: the peak learning rate (:func:`peak_learning_rate`).
+    """
+    import keras
+
     schedule = optimizer._learning_rate
-    if callable(schedule) and not hasattr(schedule, "assign"):
-        lr0 = schedule(0)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        lr = schedule(step)
+    elif callable(schedule) and not hasattr(schedule, "assign"):
+        lr = schedule()
     else:
-        lr0 = lr
-    return tf.cast(lr, tf.float32), tf.cast(lr0, tf.float32)
+        lr = tf.convert_to_tensor(optimizer.learning_rate)
+    return tf.cast(lr, tf.float32), tf.constant(float(peak), tf.float32)
 
 
 __all__ = [

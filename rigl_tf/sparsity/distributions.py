@@ -65,11 +65,11 @@ def num_active(density, size, min_active=1):
 
 
 def _raw_erdos_renyi(shape: Shape, kernel: bool, power: float) -> float:
-    if kernel or len(shape) < 2:
-        dims = shape
-    else:
-        dims = shape[-2:]
-    return (float(sum(dims)) / float(np.prod(dims))) ** power
+    if kernel:
+        # ERK only: the reference applies erk_power_scale to ERK, never to ER.
+        return (float(sum(shape)) / float(np.prod(shape))) ** power
+    dims = shape if len(shape) < 2 else shape[-2:]
+    return float(sum(dims)) / float(np.prod(dims))
 
 
 def get_densities(
@@ -90,7 +90,8 @@ def get_densities(
         (see ``masks.global_topk_masks``).
       custom_sparsity: optional map from key to a fixed sparsity for that weight; those
         weights are excluded from the budget of the others.
-      erk_power_scale: exponent applied to the ER(K) raw probability (1.0 is standard).
+      erk_power_scale: exponent applied to the ERK raw probability (1.0 is standard);
+        ignored by 'er', as in the reference.
 
     Returns:
       A dict from key to density in (0, 1].

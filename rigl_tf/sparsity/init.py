@@ -78,7 +78,7 @@ def sparse_fans(mask, in_axes, out_axes):
     return tf.broadcast_to(fan_in, tf.shape(mask)), tf.broadcast_to(fan_out, tf.shape(mask))
 
 
-def unit_scaled(mask, in_axes, out_axes, method="fanin_normal", scale=2.0, seed=0, index=0):
+def unit_scaled(mask, in_axes, out_axes, method="fanavg_uniform", scale=1.0, seed=0, index=0):
     """Draws weights with variance ``scale / fan`` per unit, zero where the mask is zero.
 
     Args:
@@ -127,8 +127,8 @@ def layer_scaled(dense_values, mask):
     return values * mask
 
 
-def sparse_initialize(init, mask, dense_values, in_axes, out_axes, method="fanin_normal",
-                      scale=2.0, seed=0, index=0):
+def sparse_initialize(init, mask, dense_values, in_axes, out_axes, method="fanavg_uniform",
+                      scale=1.0, seed=0, index=0):
     """Dispatches to the named initializer; returns masked float32 values.
 
     Args:
@@ -150,7 +150,7 @@ def sparse_initialize(init, mask, dense_values, in_axes, out_axes, method="fanin
     return unit_scaled(mask, in_axes, out_axes, method, scale, seed, index)
 
 
-def expected_std(mask: np.ndarray, in_axes, out_axes, method="fanin_normal", scale=2.0):
+def expected_std(mask: np.ndarray, in_axes, out_axes, method="fanavg_uniform", scale=1.0):
     """The standard deviation unit_scaled targets at each position (numpy; for tests/plots)."""
     fan_in, fan_out = (t.numpy() for t in sparse_fans(mask, in_axes, out_axes))
     fan = {"fanin": fan_in, "fanout": fan_out, "fanavg": (fan_in + fan_out) / 2}[

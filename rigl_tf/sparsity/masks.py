@@ -115,6 +115,50 @@ def global_topk_masks(scores: Sequence, k, dtype=tf.float32) -> List[tf.Tensor]:
     return [tf.reshape(p, s.shape) for p, s in zip(parts, scores)]
 
 
+def apportion(shares, total, caps):
+    """Splits ``total`` units into integer parts proportional to ``shares``, under caps.
+
+    Water-filling with largest remainders: a part whose proportional share reaches its cap
+    gets exactly the cap, the rest is re-split among the others by their shares; the final
+    shares are floored and the leftover units go to the largest fractional parts (ties by
+    index). If every uncapped share is 0, the rest is split by remaining capacity.
+
+    Args:
+      shares: ``[n]`` non-negative floats.
+      total: integer scalar, at most ``sum(caps)``.
+      caps: ``[n]`` non-negative integers.
+
+    Returns:
+      ``[n]`` int32 counts with ``0 <= count <= cap`` summing exactly to ``total``.
+    """
+    shares = tf.cast(tf.convert_to_tensor(shares), tf.float64)
+    caps = tf.cast(tf.convert_to_tensor(caps), tf.int64)
+    total = tf.cast(total, tf.int64)
+    n = int(shares.shape[0])
+    counts = tf.zeros([n], tf.int64)
+    open_ = caps > 0
+
+    def ideal(counts, open_):
+        rest = tf.cast(total - tf.reduce_sum(counts), tf.float64)
+        room = tf.cast(caps - counts, tf.float64)
+        w = tf.where(open_, shares, 0.0)
+        w = tf.cond(tf.reduce_sum(w) > 0, lambda: w, lambda: tf.where(open_, room, 0.0))
+        return tf.math.divide_no_nan(w, tf.reduce_sum(w)) * rest, room
+
+    for _ in range(n):  # each round caps at least one part, or changes nothing
+        want, room = ideal(counts, open_)
+        full = tf.logical_and(open_, want >= room)
+        counts = tf.where(full, caps, counts)
+        open_ = tf.logical_and(open_, tf.logical_not(full))
+    want, _ = ideal(counts, open_)
+    base = tf.floor(want)
+    counts = counts + tf.cast(base, tf.int64)
+    left = total - tf.reduce_sum(counts)
+    frac = tf.where(open_, want - base, -1.0)
+    extra = topk_mask(tf.cast(frac, tf.float32), left, tf.int64)
+    return tf.cast(counts + extra, tf.int32)
+
+
 def random_scores(shape, seed, step=0, index=0):
     """Uniform [0, 1) scores from a stateless RNG keyed by (seed, step, index)."""
     return tf.random.stateless_uniform(shape, seed=stateless_seed(seed, step, index))

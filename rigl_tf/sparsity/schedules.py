@@ -1,14 +1,24 @@
 """Schedules as functions of the training step: when masks change, and by how much.
 
-Steps are the optimizer's ``iterations`` *before* the current step is counted, i.e. the
-number of completed steps. An event scheduled at step ``t`` runs right after the weight
-update of the ``t``-th batch (0-based), using that batch's gradients.
+Steps follow the reference code (google-research/rigl ``rigl_tf2``) and tfmot:
+
+* DST: the reference checks ``is_update_iter(optimizer.iterations)`` right after
+  ``apply_gradients``, so an update at step ``t`` uses the weights after ``t`` updates and
+  the new masks are first used by batch ``t`` (0-based): with ``update_freq = 100`` masks
+  change after steps 100, 200, ...
+* Pruning: tfmot increments ``pruning_step`` in the forward pass and then prunes, so its
+  step ``t`` prunes the weights after ``t - 1`` updates and batch ``t - 1`` (0-based)
+  already uses the new masks; rigl_tf does the same (right after update ``t - 1``, or
+  before the first update for ``t = 1``).
+
+See ``Updater.event_offset`` in ``rigl_tf.keras.updaters``.
 
 * Update timing (:class:`UpdateSchedule`): ``update_freq``, ``start_step``,
   ``end_step`` with the original RigL convention for ``end_step`` (``last_update_step``):
   negative = never stop, 0 = never update.
-* Drop fraction (DST): 'constant', 'cosine' (decays from ``init_drop_fraction`` to 0 at
-  ``end_step``), 'lr' (proportional to the learning rate).
+* Drop fraction (DST): 'constant', 'cosine' (the paper's
+  ``f(t) = f0 / 2 * (1 + cos(pi * min(t, T) / T))`` from step 0, ``T = end_step``),
+  'lr' (``f0 * lr(t) / peak lr``).
 * Pruning sparsity: 'polynomial' (Zhu & Gupta 2017, cubic by default), 'constant', and
   'oneshot' (prune once at ``begin_step``).
 """
@@ -51,7 +61,9 @@ def check_fraction(value, name, low=0.0, high=1.0, low_open=False, high_open=Fal
 class UpdateSchedule:
     """Decides at which steps a topology update happens.
 
-    An update happens at step ``t`` iff ``end_step != 0``, ``t >= start_step``,
+    Steps are event steps (``iterations`` after the update; see the module docstring), so
+    the default grid ``update_freq, 2 * update_freq, ...`` is the reference's. An update
+    happens at step ``t`` iff ``end_step != 0``, ``t >= start_step``,
     ``(t - start_step) % update_freq == 0`` and (``end_step < 0`` or ``t <= end_step``).
 
     Args:
@@ -98,12 +110,19 @@ class DropFractionSchedule:
 
     Args:
       schedule: 'constant', 'cosine' or 'lr'.
-      init_drop_fraction: fraction at ``start_step`` in [0, 1].
-      start_step: step where decay starts (cosine).
-      end_step: step where the cosine schedule reaches 0 (> start_step); ignored otherwise.
+      init_drop_fraction: ``f0`` in [0, 1].
+      start_step: kept for configuration round-trips; 'cosine' decays from step 0 (the
+        paper's formula), whatever the first update step.
+      end_step: ``T`` of 'cosine', the step where the fraction reaches 0 (> 0); 0 means
+        updates are disabled. A negative ``end_step`` with 'cosine' is refused: the
+        schedule could never finish.
+
+    Raises:
+      ValueError: for an unknown schedule, a fraction outside [0, 1], or 'cosine' with a
+        negative ``end_step``.
     """
 
-    def __init__(self, schedule="cosine", init_drop_fraction=0.3, start_step=0, end_step=-1):
+    def __init__(self, schedule="lr", init_drop_fraction=0.3, start_step=0, end_step=-1):
         if schedule not in DROP_FRACTION_SCHEDULES:
             raise ValueError(
                 f"Unknown drop-fraction `schedule_alg` {schedule!r}; known schedules: "
@@ -113,27 +132,31 @@ class DropFractionSchedule:
         self.init_drop_fraction = check_fraction(init_drop_fraction, "init_drop_fraction")
         self.start_step = _check_int(start_step, "start_step", 0)
         self.end_step = _check_int(end_step, "end_step")
-        if schedule == "cosine" and 0 < self.end_step <= self.start_step:
+        if schedule == "cosine" and self.end_step < 0:
             raise ValueError(
-                f"cosine drop-fraction `end_step` ({self.end_step}) must be > `start_step` "
-                f"({self.start_step})."
+                f"The 'cosine' drop-fraction schedule decays to 0 at `end_step` "
+                f"(last_update_step), which must be > 0, got {self.end_step}; set it to the "
+                f"last update step or use schedule_alg 'lr' or 'constant'."
             )
 
-    def __call__(self, step, learning_rate=None, initial_learning_rate=None):
-        """Returns the drop fraction at ``step`` as a float32 tensor."""
+    def __call__(self, step, learning_rate=None, peak_learning_rate=None):
+        """Returns the drop fraction at ``step`` as a float32 tensor.
+
+        Args:
+          step: the update step ``t``.
+          learning_rate: 'lr' schedule: the learning rate at ``t``.
+          peak_learning_rate: 'lr' schedule: the schedule's peak (warm-up included).
+        """
         f0 = tf.constant(self.init_drop_fraction, tf.float32)
-        if self.schedule == "constant" or (self.schedule == "cosine" and self.end_step <= 0):
+        if self.schedule == "constant" or (self.schedule == "cosine" and self.end_step == 0):
             return f0
         if self.schedule == "cosine":
-            span = float(self.end_step - self.start_step)
-            t = tf.clip_by_value(
-                (tf.cast(step, tf.float32) - self.start_step) / span, 0.0, 1.0
-            )
-            return f0 * 0.5 * (1.0 + tf.cos(math.pi * t))
-        if learning_rate is None or initial_learning_rate is None:
+            t = tf.minimum(tf.cast(step, tf.float32), float(self.end_step))
+            return f0 * 0.5 * (1.0 + tf.cos(math.pi * t / float(self.end_step)))
+        if learning_rate is None or peak_learning_rate is None:
             raise ValueError("The 'lr' drop-fraction schedule needs the learning rate.")
         ratio = tf.math.divide_no_nan(
-            tf.cast(learning_rate, tf.float32), tf.cast(initial_learning_rate, tf.float32)
+            tf.cast(learning_rate, tf.float32), tf.cast(peak_learning_rate, tf.float32)
         )
         return tf.clip_by_value(f0 * ratio, 0.0, 1.0)
 
@@ -148,6 +171,12 @@ class DropFractionSchedule:
 
 class PruningSchedule:
     """Target sparsity over time for magnitude/random pruning.
+
+    'polynomial' is tfmot's ``PolynomialDecay``: events at ``begin_step + k * frequency``
+    up to ``end_step`` with target ``s_f + (s_i - s_f) * (1 - (t - begin) / (end -
+    begin)) ** power`` at event step ``t`` (see the module docstring for what ``t`` is).
+    One deliberate addition: an event at ``end_step`` even when it is off the grid, so the
+    final sparsity is always reached.
 
     Args:
       schedule: 'polynomial' (gradual, Zhu & Gupta), 'constant' (prune to
@@ -184,6 +213,12 @@ class PruningSchedule:
             )
         self.frequency = _check_int(frequency, "frequency", 1)
         self.power = float(power)
+        if schedule == "oneshot" and self.begin_step < 1:
+            raise ValueError(
+                f"One-shot pruning `begin_step` must be >= 1 (pruning step t prunes the "
+                f"weights after t - 1 updates, so 1 prunes the initial weights), got "
+                f"{self.begin_step}."
+            )
         if schedule == "polynomial" and self.initial_sparsity > self.final_sparsity:
             raise ValueError(
                 f"`initial_sparsity` ({self.initial_sparsity}) must be <= `final_sparsity` "
