@@ -125,6 +125,30 @@ def advance(n=1):
         progress.update(n)
 
 
+def fit_verbosity(progress: str, stream=None) -> int:
+    """``model.fit`` verbosity for a command's ``--progress``: 1 (bar), 2 (lines), 0 (off).
+
+    The trainer's epochs are ``training.log_freq`` steps long, so 'lines' prints one line
+    per ``log_freq`` steps; 'auto' is 'bar' when ``stream`` (stdout) is a terminal, else
+    'lines' (a training command always reports, unlike a library loop).
+    """
+    if progress not in MODES:
+        raise ValueError(f"`--progress` must be one of {', '.join(MODES)}, got {progress!r}.")
+    if progress == "auto":
+        stream = sys.stdout if stream is None else stream
+        progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+    return {"bar": 1, "lines": 2, "off": 0}[progress]
+
+
+def command_mode(progress: str, stream=None) -> str:
+    """A command's ``--progress`` for its own `Progress` lines: 'auto' is 'bar' on a
+    terminal, else 'lines' (like :func:`fit_verbosity`)."""
+    if progress == "auto":
+        stream = sys.stderr if stream is None else stream
+        return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+    return resolve_mode(progress, stream)
+
+
 def current():
     """The innermost open `Progress`, or None (a hook for long library loops, e.g. IMP)."""
     return _current.get()

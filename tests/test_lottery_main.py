@@ -39,11 +39,16 @@ def test_every_lottery_config_parses_and_builds():
 @pytest.mark.slow
 def test_tiny_run_resumes_and_refuses_another_config(tmp_path, capsys):
     qs = os.path.join(CONFIGS, "quickstart_imp.gin")
-    out = lottery_main.run_lottery([qs], TINY, root_dir=str(tmp_path))
+    out = lottery_main.run_lottery([qs], TINY, root_dir=str(tmp_path), progress="lines")
     assert [m["level"] for m in out["levels"]] == [0, 1]
     assert [b["branch"] for b in out["branches"]] == ["lottery", "shuffle_mask"]
     assert os.path.exists(os.path.join(out["run_dir"], lottery_main.OPERATIVE_CONFIG))
-    assert "test acc" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "test acc" in captured.out
+    # One status line per trained level (levels 0 and 1 of 2), the first with an ETA.
+    status = [ln for ln in captured.err.splitlines() if ln.startswith("IMP levels trained")]
+    assert status[0].startswith("IMP levels trained 1/2 50%") and "ETA" in status[0], status
+    assert status[-1].startswith("IMP levels trained 2/2 100%"), status
     again = lottery_main.run_lottery([qs], TINY, root_dir=str(tmp_path))
     assert "levels 0..1 are finished" in capsys.readouterr().out
     assert again["levels"] == out["levels"]

@@ -2,8 +2,10 @@
 
 from absl import flags
 
-FLAG_NAMES = ("gin_config", "gin_bindings", "root_dir", "run_dir", "data_dir", "fit_verbose",
-              "strategy", "tpu", "debug")
+from rigl_tf.progress import MODES
+
+FLAG_NAMES = ("gin_config", "gin_bindings", "root_dir", "run_dir", "data_dir", "progress",
+              "fit_verbose", "strategy", "tpu", "debug")
 
 
 def define_flags():
@@ -21,7 +23,13 @@ def define_flags():
            "Parent directory of run directories (named by the hyperparameters).")
     define("DEFINE_string", "run_dir", None, "Explicit run directory (overrides --root_dir).")
     define("DEFINE_string", "data_dir", None, "Data directory of IDX / tfds datasets.")
-    define("DEFINE_integer", "fit_verbose", 0, "model.fit verbosity (0, 1 or 2).")
+    if "progress" not in flags.FLAGS:
+        flags.DEFINE_enum("progress", "auto", MODES,
+                          "Progress: 'bar' (redrawn), 'lines' (one line per level and per "
+                          "training.log_freq steps, for log files), 'off', or 'auto' (bar on a "
+                          "terminal, lines otherwise).")
+    define("DEFINE_integer", "fit_verbose", None,
+           "model.fit verbosity (0, 1 or 2); default: from --progress.")
     define("DEFINE_string", "strategy", "default",
            "tf.distribute strategy of the trainer: default, mirrored or tpu.")
     define("DEFINE_string", "tpu", None, "TPU address for --strategy=tpu.")

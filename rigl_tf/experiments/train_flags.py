@@ -1,12 +1,12 @@
 """rigl-train's command-line flags (no TensorFlow import, so ``--help`` is fast)."""
 
-import sys
-
 from absl import flags
+
+from rigl_tf.progress import MODES as PROGRESS
+from rigl_tf.progress import fit_verbosity
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 MODES = ("train_eval", "hessian")
-PROGRESS = ("auto", "bar", "lines", "off")
 
 FLAGS = flags.FLAGS
 
@@ -33,14 +33,5 @@ flags.DEFINE_enum("progress", "auto", PROGRESS,
 
 
 def progress_verbosity(progress: str, stream=None) -> int:
-    """``model.fit`` verbosity for ``--progress``: 1 (bar), 2 (one line per epoch), 0 (off).
-
-    rigl-train's epochs are ``training.log_freq`` steps long, so 'lines' prints one line
-    per ``log_freq`` steps; 'auto' is 'bar' when ``stream`` (stdout) is a terminal.
-    """
-    if progress not in PROGRESS:
-        raise ValueError(f"`--progress` must be one of {', '.join(PROGRESS)}, got {progress!r}.")
-    if progress == "auto":
-        stream = sys.stdout if stream is None else stream
-        progress = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
-    return {"bar": 1, "lines": 2, "off": 0}[progress]
+    """``model.fit`` verbosity for ``--progress`` (see :func:`rigl_tf.progress.fit_verbosity`)."""
+    return fit_verbosity(progress, stream)

@@ -60,6 +60,7 @@ import numpy as np
 import tensorflow as tf
 
 import rigl_tf
+from rigl_tf import progress as progress_lib
 from rigl_tf.experiments import config as config_lib
 from rigl_tf.experiments import datasets as datasets_lib
 from rigl_tf.experiments import models as models_lib
@@ -736,12 +737,16 @@ class IMPRun:
                                 "target_density": density, "rewinding": cfg.rewinding,
                                 **extra})
 
-    def run(self, levels: int, target_sparsity: Optional[float] = None) -> List[Dict]:
+    def run(self, levels: int, target_sparsity: Optional[float] = None,
+            progress: Optional[str] = None) -> List[Dict]:
         """Runs (or resumes) levels ``0 .. levels``; finished levels are skipped.
 
         Args:
           levels: the last level ``L_max`` (>= 0).
           target_sparsity: stop after the first level whose sparsity reaches it.
+          progress: a `rigl_tf.progress` mode for one status line per level trained
+            (levels done / to do, time per level, ETA); default ``$RIGL_TF_PROGRESS`` or
+            a bar on a terminal.
 
         Returns:
           The metrics of every level run or found, in order.
@@ -750,14 +755,20 @@ class IMPRun:
         if target_sparsity is not None:
             importance_lib.check_fraction(target_sparsity, "target_sparsity")
         out = []
+        to_train = sum(not self.is_finished(level) for level in range(levels + 1))
+        # Not entered as the current Progress: the adaptive ratio's interpolation inside a
+        # level advances its own (inner) progress, not this one.
+        status = progress_lib.Progress(total=to_train, desc="IMP levels trained", mode=progress)
         for level in range(levels + 1):
             skipped = self.is_finished(level)
             metrics = self.run_level(level)
             out.append(metrics)
             if not skipped:
                 self.write_summary()
+                status.update()
             if target_sparsity is not None and metrics["sparsity"] >= target_sparsity - 1e-9:
                 break
+        status.close()
         return out
 
     # ------------------------------------------------------------------ one-shot pruning

@@ -161,7 +161,7 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
                 root_dir: str = "/tmp/rigl_lottery", run_dir: Optional[str] = None,
                 data_dir: Optional[str] = None, fit_verbose: int = 0,
                 strategy: str = "default", tpu: Optional[str] = None,
-                print_fn=print) -> Dict:
+                print_fn=print, progress: Optional[str] = None) -> Dict:
     """Runs (or resumes) the IMP run that the gin files and bindings describe.
 
     Args:
@@ -174,6 +174,8 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
       strategy: the trainer's strategy ('default', 'mirrored' or 'tpu').
       tpu: TPU address for 'tpu'.
       print_fn: where tables go.
+      progress: one line per IMP level with an ETA (a `rigl_tf.progress` mode; default:
+        ``$RIGL_TF_PROGRESS`` or a bar on a terminal, nothing otherwise).
 
     Returns:
       ``{"run_dir", "levels", "oneshot", "branches", "savings"}``.
@@ -189,11 +191,11 @@ def run_lottery(gin_config: Sequence[str] = (), gin_bindings: Sequence[str] = ()
     directory = run_dir or os.path.join(root_dir, config.run_name(named))
     with locking.exclusive(directory, "IMP run directory"):
         return _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose,
-                           strategy, tpu, print_fn)
+                           strategy, tpu, print_fn, progress)
 
 
 def _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbose, strategy,
-                tpu, print_fn):
+                tpu, print_fn, progress=None):
     """:func:`run_lottery` while this process owns the run directory."""
     run = imp_lib.IMPRun(config, train_spec, root_dir, run_dir=run_dir, data_dir=data_dir,
                          strategy=strategy, tpu=tpu, verbose=fit_verbose)
@@ -202,7 +204,7 @@ def _run_locked(config, train_spec, spec, root_dir, run_dir, data_dir, fit_verbo
     done = run.finished_levels()
     if done:
         print_fn(f"Resuming: levels {done[0]}..{done[-1]} are finished and skipped.")
-    levels = run.run(spec.levels, spec.target_sparsity)
+    levels = run.run(spec.levels, spec.target_sparsity, progress=progress)
     print_fn(imp_lib.format_summary(run.write_summary()))
     oneshot = []
     for s in spec.oneshot_sparsities:
@@ -271,12 +273,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     F = flags.FLAGS
+    from rigl_tf import progress as progress_lib
     from rigl_tf.errors import report_errors
 
+    fit_verbose = (progress_lib.fit_verbosity(F.progress) if F.fit_verbose is None
+                   else F.fit_verbose)
     code = report_errors("rigl-lottery", lambda: run_lottery(
         F.gin_config, F.gin_bindings, root_dir=F.root_dir, run_dir=F.run_dir,
-        data_dir=F.data_dir, fit_verbose=F.fit_verbose, strategy=F.strategy, tpu=F.tpu),
-        debug=F.debug)
+        data_dir=F.data_dir, fit_verbose=fit_verbose, strategy=F.strategy, tpu=F.tpu,
+        progress=progress_lib.command_mode(F.progress)), debug=F.debug)
     if code:
         sys.exit(code)
 
