@@ -104,11 +104,42 @@ def json_default(obj):
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def finite_json(data):
+    """``(clean, paths)``: ``data`` with every NaN / infinity (Python or numpy) replaced by
+    None, and the '/'-joined paths of the replaced values (valid JSON has no NaN)."""
+    import math
+
+    import numpy as np
+
+    found = []
+
+    def clean(obj, where):
+        if isinstance(obj, dict):
+            return {k: clean(v, f"{where}/{k}" if where else str(k)) for k, v in obj.items()}
+        if isinstance(obj, np.ndarray):
+            obj = obj.tolist()
+        if isinstance(obj, (list, tuple)):
+            return [clean(v, f"{where}/{i}" if where else str(i)) for i, v in enumerate(obj)]
+        if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+            found.append(where)
+            return None
+        return obj
+
+    return clean(data, ""), found
+
+
 def write_json(path: str, data) -> str:
-    """Writes ``data`` as indented JSON (numpy values converted), atomically."""
+    """Writes ``data`` as indented JSON (numpy values converted), atomically.
+
+    Non-finite numbers are written as ``null`` (never ``NaN``/``Infinity``, which most
+    JSON parsers reject); a dict gets a ``"nonfinite_values"`` entry listing their paths.
+    """
+    data, found = finite_json(data)
+    if found and isinstance(data, dict):
+        data["nonfinite_values"] = found
     with atomic_output(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=json_default)
+            json.dump(data, f, indent=2, default=json_default, allow_nan=False)
             f.write("\n")
     return path
 

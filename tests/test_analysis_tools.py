@@ -54,7 +54,9 @@ def _error(capsys, code):
 def test_runs_helper(logdir):
     run = runs.load_run(logdir)
     assert run.steps == [0, 10, 20]
-    assert run.mask_update_steps() == [10]
+    # Reference convention: updates right after steps update_freq, 2 * update_freq, ...
+    # (10 and 20 of this 20-step run; quickstart's last_update_step is 1500).
+    assert run.mask_update_steps() == [10, 20]
     _, prefix, label = runs.parse_checkpoint(f"{logdir}/mask_updates/before/ckpt-10")
     assert prefix.endswith("before/ckpt-10") and "before" in label
     _, prefix, _ = runs.parse_checkpoint(logdir)

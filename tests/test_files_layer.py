@@ -74,3 +74,21 @@ def test_train_atomic_write_uses_the_layer(base):
     path = f"{base}/operative_config.gin"
     train._atomic_write(path, "x = 1\n")
     assert _read(path) == "x = 1\n" and _listing(base) == ["operative_config.gin"]
+
+
+def test_write_json_never_writes_nan(tmp_path):
+    """NaN / inf (Python and numpy) become null, listed under "nonfinite_values"; the file
+    parses with a strict parser (one that rejects NaN/Infinity)."""
+    import numpy as np
+
+    path = str(tmp_path / "out.json")
+    files.write_json(path, {"a": float("nan"), "b": [1.0, np.float32("inf")],
+                            "c": np.array([-np.inf, 2.0]), "d": {"e": 3}})
+
+    def reject(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    with open(path) as f:
+        data = json.loads(f.read(), parse_constant=reject)
+    assert data == {"a": None, "b": [1.0, None], "c": [None, 2.0], "d": {"e": 3},
+                    "nonfinite_values": ["a", "b/1", "c/0"]}

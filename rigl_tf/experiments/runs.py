@@ -369,7 +369,7 @@ def save_npy(path, array):
 
 
 def save_json(path, data):
-    """Writes indented JSON atomically (NaN stays NaN, as Python's json writes it)."""
+    """Writes indented JSON atomically (non-finite numbers as null, see ``files.write_json``)."""
     from rigl_tf.files import write_json
 
     return write_json(path, data)
