@@ -449,7 +449,8 @@ def _dense_mask_run():
     dense = tempfile.mkdtemp(prefix="rigl_err_dense_")
     _rigl_train(_TINY + ["sparsity.sparsity = 0.0", "mask_updater.update_alg = ''"],
                 dry_run=False, logdir=dense)()
-    _rigl_train(_TINY + [f"network.mask_init_path = '{dense}'"])()
+    # Another seed than the dense run's, so the same-initialization guard does not fire first.
+    _rigl_train(_TINY + [f"network.mask_init_path = '{dense}'"], seed=1)()
 
 
 def _imp_damaged(name):

@@ -70,7 +70,12 @@ MUTANTS = [
     Mutant("masks not re-applied after the step", "rigl_tf.keras.optimizer",
            "return var.assign(var * tf.cast(mask, var.dtype))",
            "return var",
-           (f"{T_OPT}::test_external_mask_change_is_enforced_after_the_step",)),
+           # Masks are re-applied at step 0 and every step for optimizers that do not keep
+           # zeros (the fast path skips it otherwise, issue 16).
+           (f"{T_OPT}::test_external_mask_change_is_enforced_after_the_step",
+            "tests/test_optimizer_fastpath.py::test_weights_assigned_before_training_are_"
+            "masked_at_step_0",
+            "tests/test_optimizer_fastpath.py::test_masks_reapplied_with_gradient_accumulation")),
     Mutant("rewind snapshot one step late", "rigl_tf.keras.optimizer",
            "tf.equal(step, self.rewind_step),",
            "tf.equal(step, self.rewind_step + 1),",

@@ -388,7 +388,7 @@ def apply_masks(model):
 
 
 def _masks_changed(masks):
-    from rigl_tf.keras.optimizer import masks_changed
+    from rigl_tf.keras.built import masks_changed
 
     masks_changed(masks)
 

@@ -40,7 +40,6 @@ Custom training loop::
         opt.apply(grads, model.trainable_variables)
 """
 
-import weakref
 from typing import Dict, List
 
 import keras
@@ -49,6 +48,7 @@ import tensorflow as tf
 from keras.src.saving import serialization_lib
 
 from rigl_tf.keras import updaters as updaters_lib
+from rigl_tf.keras.built import _BUILT, masks_changed  # noqa: F401 (masks_changed: public)
 from rigl_tf.keras.wrapper import get_key, get_mask, get_pattern, pattern_axes
 
 _SUM = tf.distribute.ReduceOp.SUM
@@ -624,22 +624,6 @@ def heldout_gradient_fn(model, x, y, loss_fn=None):
         return tape.gradient(loss, weights)
 
     return fn
-
-
-# Built SparseOptimizers, so masks set from outside a train step can reset their slots.
-_BUILT = weakref.WeakSet()
-
-
-def masks_changed(masks):
-    """Tells every built :class:`SparseOptimizer` that ``masks`` (mask variables) were set
-    from outside its train step: their slots are reset wherever a mask is zero, so masked
-    weights stay exact zeros without re-applying masks after every step. Called by
-    ``rigl_tf.set_masks`` and ``rigl_tf.apply_masks``; call it after assigning masks
-    yourself (and zero the weights there, e.g. with ``rigl_tf.apply_masks``).
-    """
-    ids = {id(m) for m in masks}
-    for optimizer in list(_BUILT):
-        optimizer._reset_inactive_slots(ids)
 
 
 def _mask_assign(var, mask):

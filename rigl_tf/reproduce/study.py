@@ -131,10 +131,12 @@ def plan_runs(budget: Budget) -> List[RunSpec]:
         if sp == "95":
             algs += (("rigl_inverted", rp.RIGL_INV, rp.RIGL_INV_PLUS),)
         for alg, name, name_plus in algs:
-            runs.append(RunSpec(f"{alg}{tag}_s1", alg, target + dst + no_plus, 1, (),
-                                name, sp))
-            runs.append(RunSpec(f"{alg}_plus{tag}_s1", alg, target + dst + plus, 1, (),
-                                name_plus, sp))
+            # As in the reference (and the configs): DST starts from the pruning run's final
+            # masks with a fresh initialization (seed 1, never the pruning run's seed 0).
+            runs.append(RunSpec(f"{alg}{tag}_s1", alg, target + dst + from_prune(no_plus), 1,
+                                (prune,), name, sp))
+            runs.append(RunSpec(f"{alg}_plus{tag}_s1", alg, target + dst + from_prune(plus), 1,
+                                (prune,), name_plus, sp))
         density = (f"network.small_dense_density = {1 - int(sp) / 100:.2f}",)
         runs.append(RunSpec(f"small_dense{tag}_s1", "small_dense", target + density, 1, (),
                             rp.SMALL_DENSE, sp))
