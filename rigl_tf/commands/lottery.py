@@ -8,6 +8,9 @@ def run():
     """Console-script entry point."""
     from absl import app
 
+    # rigl-train's flag module first: the trainer (imported below) defines its flags at
+    # import time, and rigl-lottery's define_flags() reuses the names they share.
+    from rigl_tf.experiments import train_flags  # noqa: F401
     from rigl_tf.experiments import lottery_flags
 
     _cli.quiet_tensorflow()
