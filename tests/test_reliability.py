@@ -31,6 +31,10 @@ TINY = [
     "training.val_batch_size = 120",
     "sparsity.sparsity = 0.8",
     "mask_updater.update_freq = 5",
+    # quickstart's cosine drop fraction ends at step 1500, past these short runs (refused):
+    # a constant fraction with updates until the end of each run instead.
+    "mask_updater.schedule_alg = 'constant'",
+    "mask_updater.last_update_step = -1",
 ]
 
 
