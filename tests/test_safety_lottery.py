@@ -100,6 +100,18 @@ def test_second_rigl_lottery_on_a_busy_run_directory_fails_at_once(finished, tmp
         holder.wait()
 
 
+def test_rewind_step_past_the_end_is_refused_before_any_write(tmp_path):
+    run_dir = str(tmp_path / "run")
+    for step in (3, 7):  # == and > training.total_steps (3)
+        with pytest.raises(ValueError, match=(
+                rf"^`rewind_step`={step} \(step {step}\) is past the end of training: it must "
+                rf"be < the 3 training steps \(training.total_steps\)\.$")):
+            lottery_main.run_lottery([QS], TINY + ["imp.rewinding = 'step'",
+                                                   f"imp.rewind_step = {step}"],
+                                     run_dir=run_dir, print_fn=lambda *a: None)
+        assert not os.path.exists(run_dir)
+
+
 # --------------------------------------------------------------------------- IMPRun as a library
 
 _LIB_HOLDER = """
