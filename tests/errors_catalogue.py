@@ -216,7 +216,9 @@ def _same_init_as_mask_source():
     from rigl_tf.experiments import train
 
     source = tempfile.mkdtemp(prefix="rigl_err_src_")
-    train.run_experiment([_QUICKSTART], _TINY, logdir=source, seed=0, verbose=0)
+    # A static sparse source: its final masks are its step-0 masks.
+    train.run_experiment([_QUICKSTART], _TINY + ["mask_updater.update_alg = ''"],
+                         logdir=source, seed=0, verbose=0)
     _rigl_train(_TINY + [f"network.mask_init_path = '{source}'", "sparsity.sparsity = 0.0"],
                 dry_run=False, seed=0)()
 
