@@ -754,6 +754,10 @@ CATALOGUE = [
      _rigl_train(_TINY + ["mask_updater.last_update_step = 1500"]), ValueError,
      r"`mask_updater.last_update_step`=1500 is past `training.total_steps`=4, so the rigl "
      r"updates \('cosine' drop-fraction schedule\) would be cut off"),
+    ("rigl-train", "DST last_update_step before the first update",
+     _rigl_train(_TINY + ["mask_updater.update_freq = 3", "mask_updater.last_update_step = 2"]),
+     ValueError, r"`mask_updater.last_update_step`=2 is before the first rigl mask update "
+     r"\(`mask_updater.update_freq`=3\), so the topology would never change"),
     ("rigl-train", "pruning next to a DST updater, starting after training ends",
      _rigl_train(_TINY + ["pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000"]),
      ValueError, r"`pruning.begin_step`=100000000 is at or past `training.total_steps`=4, so "

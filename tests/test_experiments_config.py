@@ -220,6 +220,12 @@ _SHORT = ("training.total_steps = 40",)
       "mask_updater.schedule_alg = 'cosine'", "mask_updater.last_update_step = 1500"),
      ["`mask_updater.last_update_step`=1500 is past `training.total_steps`=40",
       "'cosine' drop-fraction schedule", "in [1, 40] (the reference"]),
+    # The last update (step 5) before the first (step 10): no update at all.
+    (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
+      "mask_updater.last_update_step = 5"),
+     ["`mask_updater.last_update_step`=5 is before the first rigl mask update "
+      "(`mask_updater.update_freq`=10)", "in [10, 40] or -1 for updates until the end",
+      "or 0 to switch the updates off"]),
     # Pruning switched on next to a DST updater but starting after the end: never prunes.
     (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
       "pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000"),

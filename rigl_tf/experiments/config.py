@@ -863,7 +863,8 @@ def _check_schedules_fit(spec: ExperimentSpec):
     * Gradual pruning whose ``end_step`` is past the end stops short of its target.
     * A DST ``update_alg`` whose first update (``start_step``, default ``update_freq``) is
       past the end never changes the topology, and a ``last_update_step`` past the end
-      cuts the updates (and the cosine drop-fraction decay) short. An update at step
+      cuts the updates (and the cosine drop-fraction decay) short; a ``last_update_step``
+      before the first update leaves no update at all. An update at step
       ``total_steps`` itself happens (after the last step); ``last_update_step`` = -1
       ('until the end') and 0 ('never') are explicit choices and stay allowed.
     """
@@ -901,9 +902,14 @@ def _check_schedules_fit(spec: ExperimentSpec):
                 f"a first update step in [1, {total}] (mask_updater.update_freq, or "
                 f"mask_updater.start_step), raise training.total_steps, or set "
                 f"mask_updater.update_alg = '' for a static sparse mask.")
+        until = "" if mu.schedule_alg == "cosine" else " or -1 for updates until the end"
+        if 0 < mu.last_update_step < first:
+            raise ValueError(
+                f"`mask_updater.last_update_step`={mu.last_update_step} is before the first "
+                f"{mu.update_alg} mask update (`{name}`={first}), so the topology would never "
+                f"change: use a last_update_step in [{first}, {total}]{until}, or 0 to "
+                f"switch the updates off explicitly.")
         if mu.last_update_step > total:
-            until = ("" if mu.schedule_alg == "cosine"
-                     else " or -1 for updates until the end")
             raise ValueError(
                 f"`mask_updater.last_update_step`={mu.last_update_step} is past "
                 f"`training.total_steps`={total}, so the {mu.update_alg} updates "
