@@ -160,9 +160,12 @@ def _prune_at_init_unknown():
 
 _QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "configs", "quickstart.gin")
+# quickstart's RigL schedule (every 100 steps until 1500) does not fit 4 steps (refused):
+# these runs update at steps 2 and 4.
 _TINY = ["network.hidden_sizes = (16,)", "training.batch_size = 16",
          "training.val_batch_size = 60", "training.total_steps = 4",
-         "training.save_freq = 2", "training.log_freq = 2"]
+         "training.save_freq = 2", "training.log_freq = 2",
+         "mask_updater.update_freq = 2", "mask_updater.last_update_step = 4"]
 
 
 def _rigl_train(bindings=(), dry_run=True, **kwargs):
@@ -213,7 +216,9 @@ def _same_init_as_mask_source():
     from rigl_tf.experiments import train
 
     source = tempfile.mkdtemp(prefix="rigl_err_src_")
-    train.run_experiment([_QUICKSTART], _TINY, logdir=source, seed=0, verbose=0)
+    # A static sparse source: its final masks are its step-0 masks.
+    train.run_experiment([_QUICKSTART], _TINY + ["mask_updater.update_alg = ''"],
+                         logdir=source, seed=0, verbose=0)
     _rigl_train(_TINY + [f"network.mask_init_path = '{source}'", "sparsity.sparsity = 0.0"],
                 dry_run=False, seed=0)()
 
@@ -356,6 +361,45 @@ def _while_locked(directory, body):
 _IMP_QS = os.path.join(os.path.dirname(_QUICKSTART), "lottery", "quickstart_imp.gin")
 _IMP_TINY = ["network.hidden_sizes = (8,)", "training.total_steps = 2",
              "lottery_run.levels = 0", "lottery_run.branches = []"]
+
+
+def _imp_library_run_dir_in_use():
+    import tempfile
+
+    from rigl_tf import lottery
+    from rigl_tf.experiments.config import make_spec
+
+    run_dir = tempfile.mkdtemp(prefix="rigl_err_imp_")
+    spec = make_spec(network={"network_name": "mlp", "hidden_sizes": (8,)},
+                     data={"dataset_name": "digits"}, training={"total_steps": 2})
+    _while_locked(run_dir, lambda: lottery.IMPRun(lottery.IMPConfig(), spec,
+                                                  run_dir=run_dir).run(0))
+
+
+def _imp_rewind_past_the_end():
+    import tempfile
+
+    from rigl_tf.lottery import main as lottery_main
+
+    run_dir = os.path.join(tempfile.mkdtemp(prefix="rigl_err_imp_"), "run")
+    lottery_main.run_lottery([_IMP_QS], _IMP_TINY + ["imp.rewinding = 'step'",
+                                                     "imp.rewind_step = 5"],
+                             run_dir=run_dir, print_fn=lambda *a: None)
+
+
+def _imp_level_diverges():
+    import tempfile
+
+    from rigl_tf import lottery
+    from rigl_tf.experiments.config import make_spec
+
+    spec = make_spec(network={"network_name": "mlp", "hidden_sizes": (8,)},
+                     data={"dataset_name": "digits"},
+                     training={"total_steps": 6, "batch_size": 32},
+                     optimizer={"learning_rate": 1e30, "schedule": "constant"})
+    run = lottery.IMPRun(lottery.IMPConfig(), spec,
+                         run_dir=tempfile.mkdtemp(prefix="rigl_err_imp_"))
+    run.run(0)
 
 
 def _logdir_in_use():
@@ -702,6 +746,23 @@ CATALOGUE = [
                           "pruning.final_sparsity = 0.9", "pruning.mode = 'prune'",
                           "pruning.begin_step = 1", "pruning.end_step = 7000"]),
      ValueError, r"`pruning.end_step`=7000 is past `training.total_steps`=4"),
+    ("rigl-train", "DST first mask update after training ends",
+     _rigl_train(_TINY + ["mask_updater.update_freq = 100"]), ValueError,
+     r"`mask_updater.update_freq`=100 puts the first rigl mask update past "
+     r"`training.total_steps`=4, so the topology would never change"),
+    ("rigl-train", "DST last_update_step after training ends",
+     _rigl_train(_TINY + ["mask_updater.last_update_step = 1500"]), ValueError,
+     r"`mask_updater.last_update_step`=1500 is past `training.total_steps`=4, so the rigl "
+     r"updates \('cosine' drop-fraction schedule\) would be cut off"),
+    ("rigl-train", "DST last_update_step before the first update",
+     _rigl_train(_TINY + ["mask_updater.update_freq = 3", "mask_updater.last_update_step = 2"]),
+     ValueError, r"`mask_updater.last_update_step`=2 is before the first rigl mask update "
+     r"\(`mask_updater.update_freq`=3\), so the topology would never change"),
+    ("rigl-train", "pruning next to a DST updater, starting after training ends",
+     _rigl_train(_TINY + ["pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000"]),
+     ValueError, r"`pruning.begin_step`=100000000 is at or past `training.total_steps`=4, so "
+     r"pruning to `pruning.final_sparsity`=0.9 would be silently ignored next to "
+     r"`mask_updater.update_alg`='rigl'"),
     ("SparseWrapper", "loading a .keras file whose masks hold 0.5", _half_mask_keras_file,
      ValueError, r"saved mask .* must contain only 0 and 1, got 64 other values \(e.g. 0.5\)"),
     ("export", "SavedModel export into a directory holding other files", _export_into_user_dir,
@@ -711,6 +772,17 @@ CATALOGUE = [
      r"`path`=.* is an existing directory holding other files \(notes.txt\)"),
     ("rigl-lottery", "IMP run directory in use by another process", _imp_run_dir_in_use,
      RuntimeError, r"IMP run directory '.*' is in use by process \d+"),
+    ("lottery", "IMPRun (library) on a run directory another process holds",
+     _imp_library_run_dir_in_use, RuntimeError,
+     r"^IMP run directory '.*' is in use by process \d+ on host"),
+    ("rigl-lottery", "imp.rewind_step past the end of training",
+     _imp_rewind_past_the_end, ValueError,
+     r"^`rewind_step`=5 \(step 5\) is past the end of training: it must be < the 2 "
+     r"training steps"),
+    ("lottery", "IMP level whose training loss diverges", _imp_level_diverges,
+     FloatingPointError,
+     r"^IMP level 0 \(level_00/\) diverged \(`loss` is (nan|inf) at step \d+\); nothing of "
+     r"it is marked finished"),
     ("rigl-lottery", "damaged config.json in the run directory", _imp_damaged("config.json"),
      ValueError, r"'.*config.json' is damaged \(not valid JSON"),
     ("rigl-lottery", "damaged mask.npz of a finished level",

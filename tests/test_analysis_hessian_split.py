@@ -118,6 +118,31 @@ def test_split_equals_float64_nested_tape_in_every_block(build):
         assert np.abs(reference[np.ix_(var == 0, var == later)]).max() > 1e-3
 
 
+def _squared_error(y, logits):
+    """A custom per-example loss (its curvature is not softmax's diag(p) - p p^T)."""
+    target = tf.one_hot(tf.cast(y, tf.int32), logits.shape[-1], dtype=logits.dtype)
+    return tf.reduce_sum((logits - target) ** 2 * tf.constant([1.0, 2.0, 0.5], logits.dtype),
+                         axis=-1)
+
+
+def test_split_with_a_custom_loss_equals_float64_nested_tape():
+    model, masks, (x, y) = _mlp()
+    matrix, coords = analysis.hessian(model, (x, y), masks, method="split", batch_size=5,
+                                      chunk_size=4, loss_fn=_squared_error)
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_mean(_squared_error(y, model(x, training=False)))
+        flat = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, variables)], 0)
+    jac = outer.jacobian(flat, variables)
+    full = np.concatenate([tf.reshape(j, [flat.shape[0], -1]).numpy() for j in jac], axis=1)
+    sizes = [int(np.prod(s)) for s in coords.shapes]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    selected = np.concatenate([s + idx for s, idx in zip(starts, coords.flat_indices)])
+    np.testing.assert_allclose(matrix, full[np.ix_(selected, selected)], rtol=1e-9,
+                               atol=1e-12)
+
+
 @pytest.mark.slow
 def test_split_matches_central_finite_differences():
     model, masks, data = _conv_net(density=0.4)

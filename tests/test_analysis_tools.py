@@ -31,6 +31,9 @@ def logdir(tmp_path_factory):
         [os.path.join(ROOT, "configs", "quickstart.gin")],
         ["training.total_steps = 20", "training.save_freq = 10", "training.log_freq = 10",
          "training.checkpoint_mask_updates = True", "mask_updater.update_freq = 10",
+         # quickstart's cosine drop fraction ends at step 1500, past this run (refused):
+         # a constant fraction with updates until the end instead.
+         "mask_updater.schedule_alg = 'constant'", "mask_updater.last_update_step = -1",
          "training.val_batch_size = 100", "network.hidden_sizes = (16,)",
          "training.max_train_eval_examples = 200"],
         logdir=path, seed=0, verbose=0)
@@ -55,7 +58,7 @@ def test_runs_helper(logdir):
     run = runs.load_run(logdir)
     assert run.steps == [0, 10, 20]
     # Reference convention: updates right after steps update_freq, 2 * update_freq, ...
-    # (10 and 20 of this 20-step run; quickstart's last_update_step is 1500).
+    # (10 and 20 of this 20-step run, which updates until its end).
     assert run.mask_update_steps() == [10, 20]
     _, prefix, label = runs.parse_checkpoint(f"{logdir}/mask_updates/before/ckpt-10")
     assert prefix.endswith("before/ckpt-10") and "before" in label

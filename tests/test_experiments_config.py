@@ -193,10 +193,66 @@ def test_incompatible_combinations_are_refused():
         _parse("mask_updater.update_alg = 'snip'")
     with pytest.raises(ValueError, match="oneshot_prune_fraction"):
         _parse("training.oneshot_prune_fraction = 0.9")
-    # Pruning that would start after training is off (the original configs' idiom).
-    spec = _parse("pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000",
+    # The original configs' idiom: final_sparsity 0 (their huge begin_step is harmless).
+    spec = _parse("pruning.final_sparsity = 0.0", "pruning.begin_step = 100000000",
                   "mask_updater.update_alg = 'rigl'")
-    assert not spec.pruning_active
+    assert not spec.pruning_active and spec.mask_updater.update_alg == "rigl"
+
+
+# Each refusal: (bindings on top of a 40-step run, message parts written by hand).
+_SHORT = ("training.total_steps = 40",)
+
+
+@pytest.mark.parametrize("bindings, parts", [
+    # RigL every 100 steps: the first update (step 100) never comes in 40 steps.
+    (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 100"),
+     ["`mask_updater.update_freq`=100", "first rigl mask update past",
+      "`training.total_steps`=40", "in [1, 40]"]),
+    (("mask_updater.update_alg = 'set'", "mask_updater.update_freq = 10",
+      "mask_updater.start_step = 41"),
+     ["`mask_updater.start_step`=41", "first set mask update past", "in [1, 40]"]),
+    # Updates until step 41 of a 40-step run: cut off, whatever the drop-fraction schedule.
+    (("mask_updater.update_alg = 'snfs'", "mask_updater.update_freq = 10",
+      "mask_updater.last_update_step = 41"),
+     ["`mask_updater.last_update_step`=41 is past `training.total_steps`=40",
+      "in [1, 40] or -1 for updates until the end"]),
+    (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
+      "mask_updater.schedule_alg = 'cosine'", "mask_updater.last_update_step = 1500"),
+     ["`mask_updater.last_update_step`=1500 is past `training.total_steps`=40",
+      "'cosine' drop-fraction schedule", "in [1, 40] (the reference"]),
+    # The last update (step 5) before the first (step 10): no update at all.
+    (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
+      "mask_updater.last_update_step = 5"),
+     ["`mask_updater.last_update_step`=5 is before the first rigl mask update "
+      "(`mask_updater.update_freq`=10)", "in [10, 40] or -1 for updates until the end",
+      "or 0 to switch the updates off"]),
+    # Pruning switched on next to a DST updater but starting after the end: never prunes.
+    (("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
+      "pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000"),
+     ["`pruning.begin_step`=100000000 is at or past `training.total_steps`=40",
+      "`pruning.final_sparsity`=0.9 would be silently ignored",
+      "`mask_updater.update_alg`='rigl'", "set pruning.final_sparsity = 0"]),
+])
+def test_schedules_that_cannot_happen_within_the_run_are_refused(bindings, parts):
+    with pytest.raises(ValueError) as e:
+        _parse(*(_SHORT + bindings))
+    for part in parts:
+        assert part in str(e.value), (part, str(e.value))
+
+
+@pytest.mark.parametrize("bindings", [
+    # An update at the last step happens (right after step 40).
+    ("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 40"),
+    ("mask_updater.update_alg = 'rigl'", "mask_updater.update_freq = 10",
+     "mask_updater.schedule_alg = 'cosine'", "mask_updater.last_update_step = 40"),
+    # -1: until the end; 0: never (explicit choices, not a schedule cut short).
+    ("mask_updater.update_alg = 'set'", "mask_updater.update_freq = 10",
+     "mask_updater.last_update_step = -1"),
+    ("mask_updater.update_alg = 'set'", "mask_updater.update_freq = 100",
+     "mask_updater.last_update_step = 0"),
+])
+def test_schedules_that_fit_the_run_are_accepted(bindings):
+    assert _parse(*(_SHORT + bindings)).training.total_steps == 40
 
 
 def test_build_updater_maps_the_vocabulary():

@@ -216,8 +216,11 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated crash")
 
 
+# quickstart's RigL updates end at step 1500; these runs end earlier, so they bind their
+# own last update step (a schedule past the end is refused).
 RESUME = MLP + ["mask_updater.update_alg = 'rigl'", "sparsity.sparsity = 0.8",
                 "mask_updater.update_freq = 5", "training.total_steps = 40",
+                "mask_updater.last_update_step = 40",
                 "training.save_freq = 10", "training.log_freq = 10"]
 
 
@@ -247,7 +250,7 @@ def test_crash_and_resume_continues_exactly(tmp_path):
 def test_killed_subprocess_resumes_from_checkpoint(tmp_path):
     logdir = str(tmp_path / "killed")
     bindings = RESUME + ["training.total_steps = 1000", "training.save_freq = 50",
-                         "training.log_freq = 50"]
+                         "training.log_freq = 50", "mask_updater.last_update_step = 1000"]
     cmd = [sys.executable, "-m", "rigl_tf.experiments.train",
            f"--gin_config={os.path.join(CONFIGS, 'quickstart.gin')}", f"--logdir={logdir}"]
     cmd += [f"--gin_bindings={b}" for b in bindings]
@@ -284,7 +287,8 @@ def test_killed_subprocess_resumes_from_checkpoint(tmp_path):
 
 def test_logdir_conflict_and_overwrite(tmp_path):
     logdir = str(tmp_path / "run")
-    base = MLP + ["training.total_steps = 4", "training.log_freq = 2", "training.save_freq = 2"]
+    base = MLP + ["training.total_steps = 4", "training.log_freq = 2", "training.save_freq = 2",
+                  "mask_updater.update_freq = 2", "mask_updater.last_update_step = 4"]
     train.run_experiment(_cfg("quickstart.gin"), base, logdir=logdir, verbose=0)
     with pytest.raises(train.LogdirConflictError, match="--overwrite") as e:
         train.run_experiment(_cfg("quickstart.gin"), base + ["optimizer.learning_rate = 0.05"],
@@ -302,7 +306,9 @@ def test_logdir_conflict_and_overwrite(tmp_path):
 def test_preload_gin_config_then_override(tmp_path):
     first = str(tmp_path / "first")
     train.run_experiment(_cfg("quickstart.gin"), MLP + ["training.total_steps = 2",
-                                                        "training.log_freq = 2"],
+                                                        "training.log_freq = 2",
+                                                        "mask_updater.update_freq = 1",
+                                                        "mask_updater.last_update_step = 2"],
                          logdir=first, verbose=0)
     out = train.run_experiment(
         (), ["training.total_steps = 3"], dry_run=True, verbose=0,
@@ -338,6 +344,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
                              MLP + ["optimizer.learning_rate = 1e30",
                                     "optimizer.schedule = 'constant'",
                                     "training.total_steps = 50", "training.save_freq = 1",
+                                    "mask_updater.update_freq = 10",
+                                    "mask_updater.last_update_step = 50",
                                     "training.log_freq = 5"],
                              logdir=logdir, verbose=0)
     assert "Last good checkpoint" in str(e.value)
@@ -360,7 +368,8 @@ def test_mirrored_strategy_on_two_cpus(tmp_path):
     out = train.run_experiment(
         _cfg("quickstart.gin"),
         MLP + ["training.total_steps = 20", "training.log_freq = 10", "training.save_freq = 10",
-               "mask_updater.update_freq = 5", "sparsity.sparsity = 0.8"],
+               "mask_updater.update_freq = 5", "mask_updater.last_update_step = 20",
+               "sparsity.sparsity = 0.8"],
         logdir=logdir, strategy="mirrored", verbose=0)
     assert out["replicas"] == 2 and out["step"] == 20
     masks0 = [int(m.sum()) for m in _list(_ckpt(logdir, 0), "masks")]
@@ -375,6 +384,7 @@ def test_mask_update_checkpoints_and_summaries(tmp_path):
         _cfg("quickstart.gin"),
         MLP + ["training.total_steps = 12", "training.log_freq = 6", "training.save_freq = 6",
                "mask_updater.update_freq = 5", "mask_updater.schedule_alg = 'constant'",
+               "mask_updater.last_update_step = -1",
                "sparsity.sparsity = 0.8", "training.checkpoint_mask_updates = True"],
         logdir=logdir, verbose=0)
     for sub in ("before", "after"):
@@ -411,6 +421,7 @@ def test_hessian_mode(tmp_path):
     logdir = str(tmp_path / "h")
     bindings = MLP + ["network.hidden_sizes = (4,)", "training.total_steps = 4",
                       "training.log_freq = 2", "training.save_freq = 2",
+                      "mask_updater.update_freq = 2", "mask_updater.last_update_step = 4",
                       "sparsity.sparsity = 0.5"]
     train.run_experiment(_cfg("quickstart.gin"), bindings, logdir=logdir, verbose=0)
     out = train.run_experiment(

@@ -31,6 +31,10 @@ TINY = [
     "training.val_batch_size = 120",
     "sparsity.sparsity = 0.8",
     "mask_updater.update_freq = 5",
+    # quickstart's cosine drop fraction ends at step 1500, past these short runs (refused):
+    # a constant fraction with updates until the end of each run instead.
+    "mask_updater.schedule_alg = 'constant'",
+    "mask_updater.last_update_step = -1",
 ]
 
 
@@ -278,7 +282,8 @@ def _read(path):
 def test_results_and_operative_config_are_written_atomically(tmp_path, monkeypatch):
     """A write that fails while rigl-train finishes leaves results.json and
     operative_config.gin exactly as they were (or absent), never half-written."""
-    bindings = TINY + ["training.total_steps = 4", "training.save_freq = 2"]
+    bindings = TINY + ["training.total_steps = 4", "training.save_freq = 2",
+                       "mask_updater.update_freq = 2"]  # TINY's 5 would never come
     fresh = str(tmp_path / "fresh")
     with monkeypatch.context() as m:
         failures = _failing_renames(m, {"operative_config.gin"})

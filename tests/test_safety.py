@@ -19,9 +19,13 @@ from rigl_tf.experiments import train
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.gin")
+# quickstart's RigL schedule (updates every 100 steps until 1500) does not fit 6 steps:
+# these runs update every 3 steps until the end (a schedule past the end is refused).
+# The last three entries are replaced by tests that need other lengths.
 TINY = ["data.dataset_name = 'digits'", "network.network_name = 'mlp'",
         "network.hidden_sizes = (16,)", "training.batch_size = 16",
-        "training.val_batch_size = 60", "training.total_steps = 6",
+        "training.val_batch_size = 60", "mask_updater.update_freq = 3",
+        "mask_updater.last_update_step = 6", "training.total_steps = 6",
         "training.save_freq = 2", "training.log_freq = 2"]
 
 
@@ -450,6 +454,29 @@ def test_pruning_that_cannot_reach_its_target_is_refused(tmp_path, bindings, pat
     for dry_run in (True, False):
         with pytest.raises(ValueError, match=pattern):
             train.run_experiment([QUICKSTART], base + bindings, logdir=logdir, verbose=0,
+                                 dry_run=dry_run)
+    assert not os.path.exists(logdir)
+
+
+@pytest.mark.parametrize("bindings, pattern", [
+    # quickstart's own RigL schedule (every 100 steps until 1500) in a 6-step run.
+    (["mask_updater.update_freq = 100", "mask_updater.last_update_step = 1500"],
+     r"^`mask_updater.update_freq`=100 puts the first rigl mask update past "
+     r"`training.total_steps`=6, so the topology would never change: use a first update "
+     r"step in \[1, 6\]"),
+    (["mask_updater.last_update_step = 1500"],
+     r"^`mask_updater.last_update_step`=1500 is past `training.total_steps`=6, so the rigl "
+     r"updates \('cosine' drop-fraction schedule\) would be cut off"),
+    (["pruning.final_sparsity = 0.9", "pruning.begin_step = 100000000"],
+     r"^`pruning.begin_step`=100000000 is at or past `training.total_steps`=6, so pruning "
+     r"to `pruning.final_sparsity`=0.9 would be silently ignored next to "
+     r"`mask_updater.update_alg`='rigl'"),
+])
+def test_dst_schedules_past_the_end_are_refused_before_any_write(tmp_path, bindings, pattern):
+    logdir = str(tmp_path / "run")
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=pattern):
+            train.run_experiment([QUICKSTART], TINY + bindings, logdir=logdir, verbose=0,
                                  dry_run=dry_run)
     assert not os.path.exists(logdir)
 

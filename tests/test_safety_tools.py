@@ -25,6 +25,8 @@ def logdir(tmp_path_factory):
     train.run_experiment(
         [os.path.join(ROOT, "configs", "quickstart.gin")],
         ["training.total_steps = 20", "training.save_freq = 10", "training.log_freq = 10",
+         # quickstart's RigL schedule (every 100 steps until 1500) does not fit 20 steps
+         "mask_updater.update_freq = 10", "mask_updater.last_update_step = 20",
          "network.hidden_sizes = (16,)", "training.val_batch_size = 100",
          "training.max_train_eval_examples = 200"], logdir=path, seed=0, verbose=0)
     return path

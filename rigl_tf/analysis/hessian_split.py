@@ -295,36 +295,49 @@ class SplitHessian:
         return a, ctx
 
     def _prepare_impl(self, x, y):
-        """Per batch: G (un-normalised), logits, patches, deltas, op contexts, z shapes."""
+        """Per batch: Gauss-Newton part, logits, patches, deltas, op contexts, z shapes.
+
+        The Gauss-Newton part G is J^T (A J) for a custom `loss_fn`; for the default softmax
+        cross-entropy it is M^T M:
+        A_n = diag(p) - p p^T = L L^T with L = diag(sqrt p) - p sqrt(p)^T (exact, since
+        sum p = 1), so M_n = L^T J_n, row k = sqrt(p_k) (J_nk - p^T J_n), and G = M^T M
+        needs no per-example curvature matrix.
+        """
         with tf.GradientTape(persistent=True) as tape:
             logits, ctx = self._forward(x, tape)
         if logits.shape.rank != 2:
             raise NotSupported(f"model: logits must be (batch, classes); got {logits.shape}.")
         num_classes = logits.shape[-1]
-        with tf.GradientTape() as outer:
-            outer.watch(logits)
-            with tf.GradientTape() as inner:
-                inner.watch(logits)
-                total = _common.loss_sum(y, logits, self.loss_fn)
-            g = inner.gradient(total, logits)
-        curvature = outer.batch_jacobian(g, logits)  # (B, K, K)
-        param_ctx = [c for s, c in zip(self.steps, ctx) if isinstance(s, _Param)]
-        zs = [c["z"] for c in param_ctx]
-        deltas_k = [[] for _ in zs]  # per layer, per class: d f_k / d z
-        eye = tf.eye(num_classes, dtype=logits.dtype)
-        for k in range(num_classes):
-            cot = tf.broadcast_to(eye[k], tf.shape(logits))
-            grads = tape.gradient(logits, zs, output_gradients=cot,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            for i, gr in enumerate(grads):
-                deltas_k[i].append(gr)
+        if self.loss_fn is None:
+            prob = tf.nn.softmax(logits)
+            labels = tf.cast(tf.reshape(y, [-1]), tf.int32)
+            g = prob - tf.one_hot(labels, num_classes, dtype=logits.dtype)
+            curvature = None
+        else:
+            with tf.GradientTape() as outer:
+                outer.watch(logits)
+                with tf.GradientTape() as inner:
+                    inner.watch(logits)
+                    total = _common.loss_sum(y, logits, self.loss_fn)
+                g = inner.gradient(total, logits)
+            curvature = outer.batch_jacobian(g, logits)  # (B, K, K)
         del tape
+        param_ctx = [c for s, c in zip(self.steps, ctx) if isinstance(s, _Param)]
+        # d f_k / d z_l for every class k in ONE backward pass: the batch repeated K times
+        # (row n*K + k carries the cotangent e_k).
         batch = tf.shape(logits)[0]
+        with tf.GradientTape() as tiled_tape:
+            tiled_logits, tiled_ctx = self._forward(tf.repeat(x, num_classes, axis=0),
+                                                    tiled_tape)
+        tiled_zs = [c["z"] for s, c in zip(self.steps, tiled_ctx) if isinstance(s, _Param)]
+        cot = tf.tile(tf.eye(num_classes, dtype=tiled_logits.dtype), [batch, 1])
+        tiled_grads = tiled_tape.gradient(tiled_logits, tiled_zs, output_gradients=cot,
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
         parts, patches, deltas_f, zshapes = {}, [], [], []
-        for s, c, dk in zip(self.params, param_ctx, deltas_k):
+        for s, c, gr in zip(self.params, param_ctx, tiled_grads):
             o = s.o_size
             zshapes.append(tf.shape(c["z"]))
-            dk = tf.reshape(tf.stack(dk, axis=1), [batch, num_classes, -1, o])  # (B,K,Pp,O)
+            dk = tf.reshape(gr, [batch, num_classes, -1, o])  # (B,K,Pp,O)
             a_patch = s.patches(c["input"])  # (B, Pp, Q)
             patches.append(a_patch)
             deltas_f.append(tf.einsum("nk,nkpo->npo", g, dk))
@@ -340,10 +353,15 @@ class SplitHessian:
             if s.bias_index is not None:
                 parts[s.bias_index] = tf.gather(tf.reduce_sum(dk, axis=2), s.bias_idx, axis=2)
         jac = tf.concat([parts[i] for i in sorted(parts)], axis=2)  # (B, K, P)
-        aj = tf.einsum("nkl,nlj->nkj", curvature, jac)
         width = self.coords.num_params
-        gn = tf.matmul(tf.reshape(jac, [-1, width]), tf.reshape(aj, [-1, width]),
-                       transpose_a=True)
+        if curvature is None:
+            mean_row = tf.einsum("nk,nkj->nj", prob, jac)[:, None, :]
+            factor = tf.reshape(tf.sqrt(prob)[:, :, None] * (jac - mean_row), [-1, width])
+            gn = tf.matmul(factor, factor, transpose_a=True)
+        else:
+            aj = tf.einsum("nkl,nlj->nkj", curvature, jac)
+            gn = tf.matmul(tf.reshape(jac, [-1, width]), tf.reshape(aj, [-1, width]),
+                           transpose_a=True)
         contexts = [c for s, c in zip(self.steps, ctx) if not isinstance(s, _Param)]
         return gn, logits, patches, deltas_f, contexts, zshapes
 

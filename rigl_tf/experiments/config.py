@@ -476,9 +476,10 @@ def pruning(mode="constant", method="magnitude", initial_sparsity=0.0, final_spa
             distribution="uniform"):
     """Gradual (or constant) pruning during training.
 
-    Pruning is active iff ``final_sparsity > 0`` and ``begin_step < training.total_steps``
-    (the original configs disable it with ``final_sparsity = 0`` or a huge
-    ``begin_step``).
+    Pruning is on iff ``final_sparsity > 0``; it must then start before
+    ``training.total_steps`` (and, gradual, end by it), and no ``mask_updater.update_alg``
+    may be set. The original configs switch it off with ``final_sparsity = 0`` (their huge
+    ``begin_step`` is harmless then).
 
     Args:
       mode: 'prune' (polynomial decay of Zhu & Gupta from ``initial_sparsity`` at
@@ -545,9 +546,11 @@ def mask_updater(update_alg="", schedule_alg="lr", update_freq=100, start_step=N
         (``f0 / 2 * (1 + cos(pi * t / last_update_step))``) or 'constant'.
       update_freq: steps between mask updates: masks change after updates
         ``update_freq``, ``2 * update_freq``, ... (the reference's steps).
-      start_step: first update step (None: ``update_freq``).
+      start_step: first update step (None: ``update_freq``); the first update must
+        happen by ``training.total_steps``.
       init_drop_fraction: fraction of active weights changed at the first update.
-      last_update_step: last update step; < 0 never stops, 0 never updates.
+      last_update_step: last update step (at most ``training.total_steps``); < 0 never
+        stops, 0 never updates.
       use_stateless: kept for compatibility; randomness is always stateless (keyed by
         seed, step and layer), so only True is accepted.
       momentum: SNFS gradient-momentum coefficient.
@@ -850,24 +853,38 @@ def _check_combinations(spec: ExperimentSpec) -> ExperimentSpec:
 
 
 def _check_schedules_fit(spec: ExperimentSpec):
-    """Refuses pruning that cannot reach its target within ``training.total_steps``.
+    """Refuses schedules that cannot reach their target within ``training.total_steps``.
 
-    A pruning run (``pruning.final_sparsity`` > 0 and no ``mask_updater.update_alg``) whose
-    ``begin_step`` or (gradual) ``end_step`` is at or past the end would train a denser
-    model than configured. With a DST ``update_alg`` a late ``begin_step`` is the original
-    configs' way to switch pruning off and stays allowed. DST updates that never happen
-    within the run (first update or ``last_update_step`` past the end) leave the initial
-    sparse topology static; that is reported, not refused (tiny test runs rely on it).
+    * Pruning (``pruning.final_sparsity`` > 0) whose ``begin_step`` is at or past the end
+      would never prune. Without a ``mask_updater.update_alg`` the model would stay dense;
+      with one, the pruning settings would be silently ignored (the original configs
+      switch pruning off with ``final_sparsity = 0``, which stays allowed whatever
+      ``begin_step`` is).
+    * Gradual pruning whose ``end_step`` is past the end stops short of its target.
+    * A DST ``update_alg`` whose first update (``start_step``, default ``update_freq``) is
+      past the end never changes the topology, and a ``last_update_step`` past the end
+      cuts the updates (and the cosine drop-fraction decay) short; a ``last_update_step``
+      before the first update leaves no update at all. An update at step
+      ``total_steps`` itself happens (after the last step); ``last_update_step`` = -1
+      ('until the end') and 0 ('never') are explicit choices and stay allowed.
     """
     t, p, mu = spec.training, spec.pruning, spec.mask_updater
     total = t.total_steps
-    if p.final_sparsity > 0.0 and not mu.update_alg:
-        if p.begin_step >= total:
+    if p.final_sparsity > 0.0 and p.begin_step >= total:
+        if mu.update_alg:
             raise ValueError(
                 f"`pruning.begin_step`={p.begin_step} is at or past `training.total_steps`="
-                f"{total}: pruning to `pruning.final_sparsity`={p.final_sparsity} would never "
-                f"start and the model would stay dense. Lower pruning.begin_step (and "
-                f"end_step), raise training.total_steps, or set pruning.final_sparsity = 0.")
+                f"{total}, so pruning to `pruning.final_sparsity`={p.final_sparsity} would be "
+                f"silently ignored next to `mask_updater.update_alg`={mu.update_alg!r} (one "
+                f"run has one mask updater): set pruning.final_sparsity = 0 to switch pruning "
+                f"off, or mask_updater.update_alg = '' and a pruning.begin_step < {total} for "
+                f"a pruning run.")
+        raise ValueError(
+            f"`pruning.begin_step`={p.begin_step} is at or past `training.total_steps`="
+            f"{total}: pruning to `pruning.final_sparsity`={p.final_sparsity} would never "
+            f"start and the model would stay dense. Lower pruning.begin_step (and "
+            f"end_step), raise training.total_steps, or set pruning.final_sparsity = 0.")
+    if p.final_sparsity > 0.0 and not mu.update_alg:
         end = p.begin_step if p.end_step < 0 else p.end_step
         if p.mode == "prune" and end > total:
             raise ValueError(
@@ -876,16 +893,30 @@ def _check_schedules_fit(spec: ExperimentSpec):
                 f"{p.final_sparsity}. Use pruning.end_step <= {total}.")
     if mu.update_alg in DST_ALGORITHMS:
         first = mu.update_freq if mu.start_step is None else mu.start_step
-        if first >= total:
-            logging.getLogger("rigl_tf").warning(
-                "mask_updater: the first %s update (step %d) is at or past "
-                "training.total_steps=%d; the initial sparse topology stays static.",
-                mu.update_alg, first, total)
-        elif mu.schedule_alg == "cosine" and mu.last_update_step > total:
-            logging.getLogger("rigl_tf").warning(
-                "mask_updater.last_update_step=%d is past training.total_steps=%d; the "
-                "cosine drop-fraction schedule ends before it reaches 0.",
-                mu.last_update_step, total)
+        name = ("mask_updater.update_freq" if mu.start_step is None
+                else "mask_updater.start_step")
+        if first > total and mu.last_update_step != 0:
+            raise ValueError(
+                f"`{name}`={first} puts the first {mu.update_alg} mask update past "
+                f"`training.total_steps`={total}, so the topology would never change: use "
+                f"a first update step in [1, {total}] (mask_updater.update_freq, or "
+                f"mask_updater.start_step), raise training.total_steps, or set "
+                f"mask_updater.update_alg = '' for a static sparse mask.")
+        until = "" if mu.schedule_alg == "cosine" else " or -1 for updates until the end"
+        if 0 < mu.last_update_step < first:
+            raise ValueError(
+                f"`mask_updater.last_update_step`={mu.last_update_step} is before the first "
+                f"{mu.update_alg} mask update (`{name}`={first}), so the topology would never "
+                f"change: use a last_update_step in [{first}, {total}]{until}, or 0 to "
+                f"switch the updates off explicitly.")
+        if mu.last_update_step > total:
+            raise ValueError(
+                f"`mask_updater.last_update_step`={mu.last_update_step} is past "
+                f"`training.total_steps`={total}, so the {mu.update_alg} updates "
+                f"({mu.schedule_alg!r} drop-fraction schedule) would be cut off before "
+                f"their configured end: use a last_update_step in [1, {total}]{until} "
+                f"(the reference configs stop at about 3/4 of training), or raise "
+                f"training.total_steps.")
 
 
 def resolve_analysis() -> Dict[str, Dict[str, Any]]:

@@ -80,7 +80,18 @@ from rigl_tf.experiments.train_flags import (  # noqa: E402,F401
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint is kept.
+
+    Attributes:
+      reason: what diverged and where, e.g. "`loss` is nan at step 2" (without advice).
+      last_checkpoint: the last good checkpoint's prefix (None if none was written).
+    """
+
+    def __init__(self, message: str, reason: Optional[str] = None,
+                 last_checkpoint: Optional[str] = None):
+        super().__init__(message)
+        self.reason = reason
+        self.last_checkpoint = last_checkpoint
 
 
 class LogdirConflictError(ValueError):
@@ -1091,12 +1102,14 @@ def _run(spec, text, analysis, t, dist, logdir, seed, mode, strategy, overwrite,
                           shuffle=False)
     if nan_guard.failed_step is not None:
         last = manager.latest_checkpoint
-        raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.")
+        raise TrainingDivergedError(f"{nan_guard.message} Last good checkpoint: {last}.",
+                                    nan_guard.reason, last)
     step = int(opt.iterations.numpy())
     if not _all_finite(model):
         raise TrainingDivergedError(
             f"Training diverged: non-finite weights at step {step}; stopped. Last good "
-            f"checkpoint: {manager.latest_checkpoint}.")
+            f"checkpoint: {manager.latest_checkpoint}.",
+            f"non-finite weights at step {step}", manager.latest_checkpoint)
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
             f"-{step}"):
         manager.save(checkpoint_number=step)

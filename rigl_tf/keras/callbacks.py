@@ -464,6 +464,7 @@ class NanGuard(keras.callbacks.Callback):
     Attributes:
       failed_step: the optimizer step after the bad batch (None if none was seen).
       message: a human-readable explanation (None if none was seen).
+      reason: what was seen, e.g. "`loss` is nan at step 3" (None if none was seen).
     """
 
     def __init__(self, monitor: str = "loss"):
@@ -471,10 +472,12 @@ class NanGuard(keras.callbacks.Callback):
         self.monitor = monitor
         self.failed_step = None
         self.message = None
+        self.reason = None
 
     def on_train_begin(self, logs=None):
         self.failed_step = None
         self.message = None
+        self.reason = None
 
     def on_train_batch_end(self, batch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -484,8 +487,9 @@ class NanGuard(keras.callbacks.Callback):
         if math.isfinite(value):
             return
         self.failed_step = _step(self.model)
+        self.reason = f"`{self.monitor}` is {value} at step {self.failed_step}"
         self.message = (
-            f"Training diverged: `{self.monitor}` is {value} at step {self.failed_step}; "
+            f"Training diverged: {self.reason}; "
             f"stopped (lower the learning rate, add gradient clipping, or check the data)."
         )
         print(self.message)

@@ -48,6 +48,7 @@ files are stable across processes.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -60,6 +61,7 @@ import numpy as np
 import tensorflow as tf
 
 import rigl_tf
+from rigl_tf import locking
 from rigl_tf import progress as progress_lib
 from rigl_tf.experiments import config as config_lib
 from rigl_tf.experiments import datasets as datasets_lib
@@ -346,6 +348,18 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _owns_run_dir(method):
+    """Runs an :class:`IMPRun` method that writes while this process holds the run
+    directory's lock (re-entrant: nested writers and ``rigl-lottery`` share it)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with locking.exclusive(self.run_dir, "IMP run directory"):
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class IMPRun:
     """An IMP run in its run directory: levels, one-shot pruning and branches.
 
@@ -368,6 +382,9 @@ class IMPRun:
         IMP (:func:`check_spec`), or the training / rewind lengths are inconsistent
         (``rewind_step`` past the end of training).
       layout.RunDirConflictError: if the run directory belongs to another configuration.
+      rigl_tf.locking.DirectoryLockedError: if another process is writing the run directory
+        (every method that writes holds its lock, as ``rigl-lottery`` does; reading a run
+        needs no lock).
     """
 
     def __init__(self, config: IMPConfig, spec: Optional[config_lib.ExperimentSpec] = None,
@@ -415,7 +432,11 @@ class IMPRun:
             )
         self.data_seed = config.seed if config.data_seed is None else config.data_seed
         self.identity = identity(config, spec)
-        layout.claim(self.run_dir, self.identity)
+        if os.path.exists(os.path.join(self.run_dir, layout.CONFIG)):
+            layout.claim(self.run_dir, self.identity)  # only reads: no lock needed
+        else:
+            with locking.exclusive(self.run_dir, "IMP run directory"):
+                layout.claim(self.run_dir, self.identity)
         self._model = None
         self._subset = None
 
@@ -494,6 +515,7 @@ class IMPRun:
                 warmup_steps=0))
         return spec
 
+    @_owns_run_dir
     def train(self, directory: str, start: Start, *, previous=(),
               capture_step: Optional[int] = None, record_last: int = 0,
               info: Optional[Dict] = None) -> Dict:
@@ -550,11 +572,27 @@ class IMPRun:
             metrics=[_BatchLoss()] if recorder else [],
             callbacks=[recorder] if recorder else [],
             track={"loss_record": recorder.state} if recorder else {})
-        results = train_lib.train_from_start(
-            self._level_spec(start), trainer_start, logdir, seed=cfg.seed,
-            strategy=self.strategy, tpu=self.tpu, verbose=self.verbose,
-            extra_callbacks=self.callbacks)
+        label = self._label(directory, {**start.info, **(info or {})})
+        try:
+            results = train_lib.train_from_start(
+                self._level_spec(start), trainer_start, logdir, seed=cfg.seed,
+                strategy=self.strategy, tpu=self.tpu, verbose=self.verbose,
+                extra_callbacks=self.callbacks)
+        except train_lib.TrainingDivergedError as e:
+            raise self._diverged(label, e.reason or str(e), e.last_checkpoint, logdir) from e
         model = trainer_start.model
+        x, y = self.train_subset()
+        subset_loss = adaptive_lib.mean_loss(model, x, y)
+        losses = recorder.losses if recorder is not None else []
+        finite = [v for v in losses if np.isfinite(v)]
+        bad = [k for k in ("train_loss", "test_loss") if results.get(k) is None]
+        if not np.isfinite(subset_loss):
+            bad.append(f"train_subset_loss ({subset_loss})")
+        if losses and not finite:
+            bad.append(f"all {len(losses)} per-batch losses of the last epoch")
+        if bad:  # checked before anything of the level's result is written
+            raise self._diverged(label, f"non-finite after training: {', '.join(bad)}",
+                                 results.get("step"), logdir, finished=True)
         if capture_step is not None:
             values = train_lib.load_variables(model, f"{logdir}:{capture_step}",
                                               "capture_step")
@@ -562,7 +600,6 @@ class IMPRun:
             layout.write_arrays(os.path.join(directory, layout.REWIND),
                                 {v.path: x for v, x in zip(model.variables, values)
                                  if v.path in weights})
-        x, y = self.train_subset()
         report = rigl_tf.sparsity_report(model)
         total = report.total
         metrics = {
@@ -570,7 +607,7 @@ class IMPRun:
             "test_loss": results["test_loss"],
             "train_loss": results["train_loss"],
             "train_accuracy": results["train_accuracy"],
-            "train_subset_loss": adaptive_lib.mean_loss(model, x, y),
+            "train_subset_loss": subset_loss,
             "density": total["active"] / total["size"],
             "sparsity": total["sparsity"],
             "active_weights": total["active"],
@@ -588,11 +625,33 @@ class IMPRun:
             "sparsity_report": report.as_dict(),
         }
         if recorder is not None:
-            metrics["last_epoch_losses"] = recorder.losses
-            metrics["loss_std_last_epoch"] = adaptive_lib.loss_std(recorder.losses)
+            # Steps skipped as non-finite (training.nonfinite='skip') logged a NaN loss;
+            # epsilon is the spread of the steps that trained.
+            metrics["last_epoch_losses"] = [v if np.isfinite(v) else None for v in losses]
+            metrics["loss_std_last_epoch"] = adaptive_lib.loss_std(finite)
+            metrics["nonfinite_losses_last_epoch"] = len(losses) - len(finite)
         layout.save_weights(model, os.path.join(directory, layout.SOLUTION))
         layout.write_json(os.path.join(directory, layout.METRICS), metrics)
         return metrics
+
+    def _label(self, directory: str, info: Mapping) -> str:
+        """How messages name a training: 'IMP level 2 (level_02)' or its directory."""
+        rel = os.path.relpath(directory, self.run_dir)
+        if info.get("kind") == "level" and info.get("level") is not None:
+            return f"IMP level {info['level']} ({rel}/)"
+        return f"IMP training {rel}/"
+
+    @staticmethod
+    def _diverged(label: str, reason: str, where, logdir: str,
+                  finished: bool = False) -> "train_lib.TrainingDivergedError":
+        """The one-sentence error of a diverged level (nothing of its result written)."""
+        kept = (f"its checkpoints up to step {where} stay in {logdir!r}" if finished else
+                f"its last good checkpoint {where!r} is kept" if where else
+                "no checkpoint of it was kept")
+        return train_lib.TrainingDivergedError(
+            f"{label} diverged ({reason}); nothing of it is marked finished (no solution or "
+            f"metrics.json written; {kept}): lower optimizer.learning_rate or set "
+            f"optimizer.clipnorm.", reason, None if finished else where)
 
     # ------------------------------------------------------------------ reading a run
     def level_dir(self, level: int) -> str:
@@ -699,6 +758,7 @@ class IMPRun:
         return p, {"adaptive": {"threshold": threshold, "epsilon": dense["loss_std_last_epoch"],
                                 "dense_loss": dense["train_subset_loss"], "sweep": sweep}}
 
+    @_owns_run_dir
     def run_level(self, level: int) -> Dict:
         """Runs one level (the previous level must be finished); returns its metrics."""
         check_int("level", level, 0)
@@ -737,6 +797,7 @@ class IMPRun:
                                 "target_density": density, "rewinding": cfg.rewinding,
                                 **extra})
 
+    @_owns_run_dir
     def run(self, levels: int, target_sparsity: Optional[float] = None,
             progress: Optional[str] = None) -> List[Dict]:
         """Runs (or resumes) levels ``0 .. levels``; finished levels are skipped.
@@ -772,6 +833,7 @@ class IMPRun:
         return out
 
     # ------------------------------------------------------------------ one-shot pruning
+    @_owns_run_dir
     def run_oneshot(self, sparsity: float) -> Dict:
         """One-shot magnitude pruning (OMP): prune the dense solution once to ``sparsity``.
 
@@ -792,6 +854,7 @@ class IMPRun:
                                                   "rewinding": self.config.rewinding})
 
     # ------------------------------------------------------------------ branches
+    @_owns_run_dir
     def run_branch(self, level: int, name: str, seed: int = 1) -> Dict:
         """Runs a branch from a finished level (see :mod:`rigl_tf.lottery.branches`)."""
         return branches_lib.run_branch(self, level, name, seed)
@@ -819,6 +882,7 @@ class IMPRun:
             densities, target_sparsity, steps, self.total_steps,
             fixed_fraction=self.config.prune_fraction)
 
+    @_owns_run_dir
     def write_summary(self) -> List[Dict]:
         """Writes ``summary.json`` (the rows of :meth:`summary`) and returns the rows."""
         rows = self.summary()
