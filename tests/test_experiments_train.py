@@ -525,7 +525,7 @@ def test_readme_workflow_in_miniature_gives_scratch_a_new_initialization(tmp_pat
     """Runs the README's workflow as written (tiny schedule, digits) and compares step 0s."""
     runs = {}
     commands = [c for c in _readme_workflow() if c.get("mode", "train_eval") == "train_eval"]
-    assert len(commands) == 6
+    assert len(commands) == 8
     for flags in commands:
         logdir = flags["logdir"].replace("/tmp/fm", str(tmp_path))
         bindings = [b.replace("/tmp/fm", str(tmp_path)) for b in flags["gin_bindings"]]
@@ -542,11 +542,14 @@ def test_readme_workflow_in_miniature_gives_scratch_a_new_initialization(tmp_pat
                 if v.ndim >= 2 and not set(np.unique(v)) <= {0.0, 1.0}]
 
     final_masks = _list(_ckpt(runs["prune"], 24), "masks")
-    ticket = kernels(runs["lottery"], 0)
+    ticket = kernels(runs["lottery_s1"], 0)
+    # The second lottery run starts from the same ticket (its seed sets the data order).
+    for a, b in zip(kernels(runs["lottery_s2"], 0), ticket):
+        np.testing.assert_array_equal(a, b)
     prune0 = kernels(runs["prune"], 0)
     for t, p, m in zip(ticket, prune0, final_masks):
         np.testing.assert_array_equal(t, p * m)  # the ticket is the pruning init, masked
-    for name in ("scratch", "scratch_plus", "set", "rigl"):
+    for name in ("scratch_s1", "scratch_s2", "scratch_plus", "set", "rigl"):
         start = kernels(runs[name], 0)
         for s, m in zip(start, final_masks):
             np.testing.assert_array_equal(s != 0, m != 0)  # same masks as the ticket
