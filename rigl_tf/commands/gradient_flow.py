@@ -11,7 +11,7 @@ unless ``--overwrite``.
 
 Example::
 
-    rigl-gradient-flow --logdir Scratch=/tmp/fm/scratch \
+    rigl-gradient-flow --logdir Scratch=/tmp/fm/scratch_s1 \
         --logdir RigL=/tmp/fm/rigl --num_examples 1000 --out_dir /tmp/fm/gradflow
 
 Per-run JSON keys: ``label``, ``logdir``, ``split``, ``num_examples``, ``data_seed``,

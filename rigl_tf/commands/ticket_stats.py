@@ -31,8 +31,8 @@ A result whose JSON exists is not recomputed unless ``--overwrite``.
 Example::
 
     rigl-ticket-stats --rp /tmp/fm/prune:0 /tmp/fm/prune --out_dir /tmp/fm/tickets
-    rigl-ticket-stats --evolution RUN/level_00 RUN/level_01 RUN/level_02 \
-        --out_dir /tmp/fm/tickets
+    rigl-ticket-stats --evolution /tmp/lottery/imp_X/level_00 /tmp/lottery/imp_X/level_01 \
+        /tmp/lottery/imp_X/level_02 --out_dir /tmp/fm/tickets   # imp_X: a rigl-lottery run
 """
 
 import os
