@@ -125,6 +125,36 @@ def test_topk_mask_tensor_k_in_function_and_xla():
         assert f(tf.constant(k)).numpy().sum() == k
 
 
+@pytest.mark.parametrize("case", ["same_high_digit", "spread", "neg_inf", "large"])
+def test_topk_radix_selection_matches_stable_sort(case):
+    # The radix selection finds the k-th largest key from its high 16 bits, then its low
+    # 16 bits: scores that share the high bits (1.0 + i ulp), that span many bins, half
+    # -inf, and more scores than histogram bins. Expected: numpy's stable argsort (written
+    # out here), and the XLA path (bisection) must agree.
+    rng = np.random.RandomState(7)
+    if case == "same_high_digit":
+        scores = (np.float32(1.0).view(np.int32) + rng.randint(0, 600, 3000)).view(np.float32)
+    elif case == "spread":
+        scores = (rng.randn(3000) * 10.0 ** rng.randint(-30, 30, 3000)).astype(np.float32)
+    elif case == "neg_inf":
+        scores = rng.randn(3000).astype(np.float32)
+        scores[rng.rand(3000) < 0.5] = -np.inf
+    else:
+        scores = rng.randint(-50, 50, 70_000).astype(np.float32) * np.float32(0.25)
+    n = scores.size
+
+    @tf.function(jit_compile=True)
+    def xla(s, k):
+        return M.topk_mask(s, k)
+
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        expected = np.zeros(n, np.float32)
+        expected[np.argsort(-scores, kind="stable")[:k]] = 1.0
+        np.testing.assert_array_equal(M.topk_mask(scores, k).numpy(), expected, err_msg=f"k={k}")
+        if n <= 3000:
+            np.testing.assert_array_equal(xla(scores, tf.constant(k)).numpy(), expected)
+
+
 def test_topk_excludes_neg_inf_when_possible():
     scores = np.array([-np.inf, 1.0, -np.inf, 0.5], np.float32)
     np.testing.assert_array_equal(M.topk_mask(scores, 2).numpy(), [0, 1, 0, 1])

@@ -1,7 +1,7 @@
 """Exact-count masks from scores, with static shapes (XLA friendly) and stateless seeds.
 
 Every mask produced here has exactly ``k`` ones. Selection finds the k-th largest score by
-bisection (no sort) and breaks ties by position (lower flat index wins), so the result is
+radix selection (no sort) and breaks ties by position (lower flat index wins), so the result is
 deterministic on every device. ``k`` may be a Python int or a scalar tensor: the output
 shape never depends on it, so the same code runs inside ``tf.function`` and under XLA.
 """
@@ -43,9 +43,9 @@ def _sortable_int(scores):
 def topk_mask(scores, k, dtype=tf.float32):
     """Returns a mask with ones at the ``k`` largest scores (exactly ``k`` ones).
 
-    Selection is a 32-step bisection on the scores' order-preserving integer keys (each
-    step one compare-and-count over the tensor), then ties at the threshold are taken in
-    flat-index order: O(32 n) work, static shapes, no sort. The result equals a stable
+    Selection finds the k-th largest of the scores' order-preserving integer keys by radix
+    selection (two 16-bit histogram passes; a 33-step bisection under XLA), then ties at the threshold are taken in
+    flat-index order: O(n) work, static shapes, no sort. The result equals a stable
     descending sort's first ``k`` positions.
 
     Args:
@@ -59,33 +59,96 @@ def topk_mask(scores, k, dtype=tf.float32):
     """
     scores = tf.convert_to_tensor(scores)
     shape = tf.shape(scores)
-    chosen = _select_topk(tf.reshape(tf.cast(scores, tf.float32), [-1]), tf.cast(k, tf.int64))
+    flat = tf.reshape(tf.cast(scores, tf.float32), [-1])
+    # XLA turns the 65,536-bin histograms into a very slow compilation: under XLA (TPU,
+    # `jit_compile=True`) the threshold comes from a bisection instead (same result).
+    select = _select_topk_bisect if _in_xla() else _select_topk
+    chosen = select(flat, tf.cast(k, tf.int64))
     return tf.reshape(tf.cast(chosen, dtype), shape)
+
+
+def _in_xla():
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 @tf.function(reduce_retracing=True)
 def _select_topk(flat_scores, k):
     """Boolean vector marking the k largest entries (ties by index); see topk_mask."""
-    keys = tf.cast(_sortable_int(flat_scores), tf.int64)
+    return _mark_topk(_sortable_int(flat_scores), k, _kth_largest_key)
 
-    def count_at_least(t):
-        return tf.reduce_sum(tf.cast(keys >= t, tf.int64))
 
-    # Largest threshold t with count(keys >= t) >= k: the k-th largest key.
+@tf.function(reduce_retracing=True)
+def _select_topk_bisect(flat_scores, k):
+    """As _select_topk, with the threshold found by bisection (for XLA)."""
+    return _mark_topk(_sortable_int(flat_scores), k, _kth_largest_key_bisect)
+
+
+def _mark_topk(keys, k, kth_largest):
+    threshold = kth_largest(keys, k)
+    above = keys > threshold
+    ties = tf.equal(keys, threshold)
+    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
+    tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties
+    return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))
+
+
+_DIGIT = 1 << 16
+
+
+def _histogram(digits):
+    """Counts of each value in [0, _DIGIT) (values >= _DIGIT are skipped)."""
+    return tf.raw_ops.DenseBincount(input=digits, size=tf.constant(_DIGIT, tf.int32),
+                                    weights=tf.constant([], tf.int32), binary_output=False)
+
+
+def _kth_largest_key(keys, k):
+    """The k-th largest of the int32 ``keys`` (2**31 - 1 when k = 0).
+
+    Radix selection on two 16-bit digits of the keys' unsigned order: a histogram of the
+    high digits finds the bin holding the k-th largest key, a histogram of the low digits
+    within that bin finds the key. Two counting passes over the tensor instead of the 32
+    compare-and-count passes of a bisection; the result is the largest t with
+    count(keys >= t) >= k, exactly as a bisection would find.
+    """
+    k = tf.cast(k, tf.int32)
+    unsigned = tf.bitwise.bitwise_xor(keys, tf.constant(-(2**31), tf.int32))
+    high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(unsigned, 16), _DIGIT - 1)
+    low = tf.bitwise.bitwise_and(unsigned, _DIGIT - 1)
+    bins = tf.range(_DIGIT, dtype=tf.int32)
+
+    def last_bin_with(counts, need):
+        # counts[b] = number of keys with digit == b; the largest b with #(digit >= b) >=
+        # need, and the number of keys in bins above it.
+        at_least = tf.cumsum(counts, reverse=True)
+        b = tf.reduce_max(tf.where(at_least >= need, bins, 0))
+        return b, at_least[b] - counts[b]
+
+    h_high = _histogram(high)
+    b_high, n_above = last_bin_with(h_high, k)
+    # Keys outside the bin get digit _DIGIT, which the histogram skips.
+    in_bin = tf.where(tf.equal(high, b_high), low, _DIGIT)
+    h_low = _histogram(in_bin)
+    b_low, _ = last_bin_with(h_low, k - n_above)
+    return tf.cast(tf.cast(b_high, tf.int64) * _DIGIT + tf.cast(b_low, tf.int64) - 2**31,
+                   tf.int32)
+
+
+def _kth_largest_key_bisect(keys, k):
+    """As _kth_largest_key: 33 bisection steps, each one compare-and-count."""
+    keys = tf.cast(keys, tf.int64)
+
     def body(i, lo, hi):
         mid = lo + (hi - lo + 1) // 2
-        ok = count_at_least(mid) >= k
+        ok = tf.reduce_sum(tf.cast(keys >= mid, tf.int64)) >= k
         return i + 1, tf.where(ok, mid, lo), tf.where(ok, hi, mid - 1)
 
     lo = tf.constant(-(2**31), tf.int64)
     hi = tf.constant(2**31 - 1, tf.int64)
     _, threshold, _ = tf.while_loop(
         lambda i, lo, hi: i < 33, body, (tf.constant(0), lo, hi), maximum_iterations=33)
-    above = keys > threshold
-    ties = tf.equal(keys, threshold)
-    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
-    tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties
-    return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))
+    return tf.cast(threshold, tf.int32)
 
 
 def topk_mask_np(scores: np.ndarray, k: int) -> np.ndarray:
