@@ -8,8 +8,9 @@ Each step, inside ``model.fit``'s compiled train step (or a user's ``tf.function
 3. if the updater says so, compute new masks from the all-reduced dense gradients and
    apply them: exact counts, zero weights at newly grown connections, optimizer slots
    reset wherever a connection is not kept;
-4. re-apply masks to the weights (exact zeros whatever the inner optimizer did) -- only
-   at step 0 when the inner optimizer *keeps zeros* (see :func:`keeps_zeros`).
+4. re-apply masks to the weights (exact zeros whatever the inner optimizer did) -- when
+   the inner optimizer *keeps zeros* (see :func:`keeps_zeros`) only once, eagerly, when
+   the step is traced (in eager mode: at step 0), so the compiled step has no extra op.
 
 Why step 4 can be skipped: a masked weight is zero, its gradient is masked to zero and
 its slots are zero (reset when the connection was dropped), and the built-in Keras
@@ -22,7 +23,8 @@ optimizers outside that list, subclasses (which may override ``update_step``), E
 gradient accumulation keep step 4 on every step. Masks set from outside the step
 (``rigl_tf.set_masks``, ``rigl_tf.apply_masks``) also reset the slots of every built
 ``SparseOptimizer`` at the now inactive positions, so the invariant still holds; step
-4 at step 0 covers weights assigned before training.
+4 at tracing covers weights assigned before training (the first ``fit`` traces its step
+after they were assigned).
 
 Steps 1, 3 and 4 run in cross-replica context (``merge_call``), so under
 ``tf.distribute`` every replica ends with identical masks, weights and slots. The only
@@ -50,6 +52,7 @@ from keras.src.saving import serialization_lib
 from rigl_tf.keras import updaters as updaters_lib
 from rigl_tf.keras.built import _BUILT, masks_changed  # noqa: F401 (masks_changed: public)
 from rigl_tf.keras.wrapper import get_key, get_mask, get_pattern, pattern_axes
+from rigl_tf.sparsity import masks as masks_lib
 
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -270,6 +273,7 @@ class SparseOptimizer(WrappingOptimizer):
         self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
         self._first_event = _Untracked(None)
+        self._masks_fn = _Untracked(None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -448,13 +452,19 @@ class SparseOptimizer(WrappingOptimizer):
             event = step + updater.event_offset
             tf.cond(
                 updater.should_update(event),
-                lambda: self._update_masks(distribution, event, item_grads),
+                _one_node(lambda: self._update_masks(distribution, event, item_grads)),
                 lambda: tf.no_op(),
             )
         if keeps_zeros(self.inner_optimizer):
             # Masked weights stayed exact zeros in the inner step and the update wrote
-            # w * keep: only weights assigned before training need the masks (step 0).
-            tf.cond(tf.equal(step, 0), lambda: self._apply_masks(distribution), tf.no_op)
+            # w * keep: only weights assigned before training need the masks. They are
+            # applied once, eagerly, when the step is traced (before its first run), so
+            # the compiled step holds no extra branch.
+            if tf.inside_function():
+                with tf.init_scope():
+                    self._apply_masks(distribution)
+            else:
+                tf.cond(tf.equal(step, 0), lambda: self._apply_masks(distribution), tf.no_op)
         else:
             self._apply_masks(distribution)
 
@@ -521,7 +531,7 @@ class SparseOptimizer(WrappingOptimizer):
         if self._peak_lr.value is not None:
             lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer), step,
                                                self._peak_lr.value)
-        new_masks = updater.compute_masks(step, weights, masks, grads, states, lr_info)
+        new_masks = self._compute_masks(step, weights, masks, grads, states, lr_info)
         changed = []
         for item, w, old, new, slots in zip(items, weights, masks, new_masks,
                                             self._slot_lists.value):
@@ -542,6 +552,23 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_drop_fraction.assign(tf.cast(updater.drop_fraction(step, lr_info), tf.float32))
         self.last_num_changed.assign(tf.cast(tf.add_n(changed), tf.int64))
         return tf.no_op()
+
+    def _compute_masks(self, *args):
+        """``updater.compute_masks`` as one function call that graph optimisation keeps.
+
+        The selection code of a few layers is hundreds of graph nodes; under a
+        distribution strategy (where the whole update branch cannot be one call, see
+        :func:`_one_node`) this keeps most of them out of the untaken branch. Under XLA
+        (which compiles the branch as a whole) the updater is called directly.
+        """
+        updater = self.updater
+        if masks_lib._in_xla() or not tf.inside_function():
+            return updater.compute_masks(*args)
+        if self._masks_fn.value is None:
+            self._masks_fn = _Untracked(tf.function(
+                updater.compute_masks, autograph=False,
+                experimental_attributes={"_noinline": True}))
+        return self._masks_fn.value(*args)
 
     def finalize_variable_values(self, var_list):
         # The inner optimizer may overwrite weights here (EMA): keep masked ones zero.
@@ -624,6 +651,30 @@ def heldout_gradient_fn(model, x, y, loss_fn=None):
         return tape.gradient(loss, weights)
 
     return fn
+
+
+def _one_node(branch):
+    """``branch`` (a tf.cond branch) as a single function call that graph optimisation
+    does not inline, when that is safe: graph mode, no distribution strategy, no XLA.
+
+    On steps where the branch is not taken, the graph executor still visits each of its
+    nodes (propagating "dead" tensors); a mask update is a few hundred nodes, which on a
+    small model is several percent of every ordinary step (MLP 300-100 on CPU). Behind a
+    non-inlined call the untaken branch is one node.
+    """
+    if (not tf.inside_function() or tf.distribute.has_strategy()
+            or masks_lib._in_xla()):
+        return branch
+    def body():
+        branch()
+
+    call = tf.function(body, autograph=False, experimental_attributes={"_noinline": True})
+
+    def run():
+        call()
+        return tf.no_op()
+
+    return run
 
 
 def _mask_assign(var, mask):
