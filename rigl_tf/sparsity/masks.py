@@ -76,17 +76,30 @@ def _in_xla():
 @tf.function(reduce_retracing=True)
 def _select_topk(flat_scores, k):
     """Boolean vector marking the k largest entries (ties by index); see topk_mask."""
-    return _mark_topk(_sortable_int(flat_scores), k, _kth_largest_key)
+    keys = _sortable_int(flat_scores)
+    threshold = _kth_largest_key(keys, k)
+    above = keys > threshold
+    ties = tf.equal(keys, threshold)
+    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
+    n_ties = tf.reduce_sum(tf.cast(ties, tf.int64))
+
+    def first_ties():
+        # The first `need` ties in index order: those up to the need-th tie's position.
+        positions = tf.where(ties)[:, 0]
+        last = tf.gather(positions, need - 1)
+        index = tf.range(tf.size(ties, out_type=tf.int64), dtype=tf.int64)
+        return tf.logical_or(above, tf.logical_and(ties, index <= last))
+
+    return tf.cond(
+        need >= n_ties, lambda: tf.logical_or(above, ties),  # every tie is taken
+        lambda: tf.cond(need <= 0, lambda: above, first_ties))
 
 
 @tf.function(reduce_retracing=True)
 def _select_topk_bisect(flat_scores, k):
-    """As _select_topk, with the threshold found by bisection (for XLA)."""
-    return _mark_topk(_sortable_int(flat_scores), k, _kth_largest_key_bisect)
-
-
-def _mark_topk(keys, k, kth_largest):
-    threshold = kth_largest(keys, k)
+    """As _select_topk with static shapes only (for XLA): bisection, cumulative sum."""
+    keys = _sortable_int(flat_scores)
+    threshold = _kth_largest_key_bisect(keys, k)
     above = keys > threshold
     ties = tf.equal(keys, threshold)
     need = k - tf.reduce_sum(tf.cast(above, tf.int64))
@@ -113,9 +126,10 @@ def _kth_largest_key(keys, k):
     count(keys >= t) >= k, exactly as a bisection would find.
     """
     k = tf.cast(k, tf.int32)
-    unsigned = tf.bitwise.bitwise_xor(keys, tf.constant(-(2**31), tf.int32))
-    high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(unsigned, 16), _DIGIT - 1)
-    low = tf.bitwise.bitwise_and(unsigned, _DIGIT - 1)
+    # Digits of the keys' unsigned order (key + 2**31): the arithmetic shift of the signed
+    # key plus 2**15, and the low 16 bits.
+    high = tf.bitwise.right_shift(keys, 16) + _DIGIT // 2
+    low = tf.bitwise.bitwise_and(keys, _DIGIT - 1)
     bins = tf.range(_DIGIT, dtype=tf.int32)
 
     def last_bin_with(counts, need):
