@@ -18,7 +18,7 @@ If tensorflow-model-optimization is importable, the same ratio for its
 ``prune_low_magnitude`` on tf_keras twins of LeNet5 and the MLP is measured in a
 subprocess (importing tfmot switches tf.keras) with the same schedule.
 
-    python tools/bench_training.py                 # default run (a few minutes), one JSON
+    python tools/bench_training.py                 # default run (about 4 min on 2 cores), one JSON
     python tools/bench_training.py --quick         # tiny smoke run, no tfmot (tests)
 """
 
@@ -251,10 +251,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--models", default="lenet5,mlp,resnet20")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (small models)")
+    parser.add_argument("--rounds", type=int, default=20, help="timed rounds (small models)")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per variant per round (small models)")
-    parser.add_argument("--resnet_rounds", type=int, default=4)
+    parser.add_argument("--resnet_rounds", type=int, default=6)
     parser.add_argument("--resnet_steps", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0, help="seed of the step order")
