@@ -76,6 +76,14 @@ MUTANTS = [
             "tests/test_optimizer_fastpath.py::test_weights_assigned_before_training_are_"
             "masked_at_step_0",
             "tests/test_optimizer_fastpath.py::test_masks_reapplied_with_gradient_accumulation")),
+    Mutant("masks of weights assigned before training not applied", "rigl_tf.keras.optimizer",
+           "                with tf.init_scope():\n"
+           "                    self._apply_masks(distribution)\n",
+           "                pass\n",
+           ("tests/test_optimizer_fastpath.py::test_weights_assigned_before_training_are_"
+            "masked_at_step_0",
+            "tests/test_optimizer_fastpath.py::test_weights_assigned_between_compile_and_fit_"
+            "are_masked")),
     Mutant("rewind snapshot one step late", "rigl_tf.keras.optimizer",
            "tf.equal(step, self.rewind_step),",
            "tf.equal(step, self.rewind_step + 1),",
@@ -110,13 +118,26 @@ MUTANTS = [
            (f"{T_OPT}::test_magnitude_pruning_keeps_the_largest_weights[layerwise]",)),
     # ------------------------------------------------------------ sparsity: masks
     Mutant("top-k off by one", "rigl_tf.sparsity.masks",
-           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))",
-           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need + 1))",
+           "last = tf.gather(positions, need - 1)",
+           "last = tf.gather(positions, need)",
            (f"{T_SP}::test_topk_mask_exact_count_and_selection",)),
     Mutant("top-k ties broken by the highest index", "rigl_tf.sparsity.masks",
+           "return tf.logical_or(above, tf.logical_and(ties, index <= last))",
+           "return tf.logical_or(above, tf.logical_and(\n"
+           "            ties, index >= tf.gather(tf.reverse(positions, [0]), need - 1)))",
+           (f"{T_SP}::test_topk_mask_exact_count_and_selection",)),
+    Mutant("top-k radix ignores the keys above the threshold's bin", "rigl_tf.sparsity.masks",
+           "b_low, _ = last_bin_with(h_low, k - n_above)",
+           "b_low, _ = last_bin_with(h_low, k)",
+           (f"{T_SP}::test_topk_radix_selection_matches_stable_sort",)),
+    Mutant("top-k off by one under XLA", "rigl_tf.sparsity.masks",
+           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))",
+           "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need + 1))",
+           (f"{T_SP}::test_topk_radix_selection_matches_stable_sort",)),
+    Mutant("top-k ties broken by the highest index under XLA", "rigl_tf.sparsity.masks",
            "tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties",
            "tie_rank = tf.cumsum(tf.cast(ties, tf.int64), reverse=True)",
-           (f"{T_SP}::test_topk_mask_exact_count_and_selection",)),
+           (f"{T_SP}::test_topk_radix_selection_matches_stable_sort",)),
     # ------------------------------------------------------------ sparsity: distributions
     Mutant("ERK without capping", "rigl_tf.sparsity.distributions",
            "        if max_raw * eps > 1.0:\n",
