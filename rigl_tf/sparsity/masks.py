@@ -76,11 +76,7 @@ def _in_xla():
 @tf.function(reduce_retracing=True)
 def _select_topk(flat_scores, k):
     """Boolean vector marking the k largest entries (ties by index); see topk_mask."""
-    keys = _sortable_int(flat_scores)
-    threshold = _kth_largest_key(keys, k)
-    above = keys > threshold
-    ties = tf.equal(keys, threshold)
-    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
+    above, ties, need = _split_at_kth(flat_scores, k, _kth_largest_key)
     n_ties = tf.reduce_sum(tf.cast(ties, tf.int64))
 
     def first_ties():
@@ -98,13 +94,18 @@ def _select_topk(flat_scores, k):
 @tf.function(reduce_retracing=True)
 def _select_topk_bisect(flat_scores, k):
     """As _select_topk with static shapes only (for XLA): bisection, cumulative sum."""
-    keys = _sortable_int(flat_scores)
-    threshold = _kth_largest_key_bisect(keys, k)
-    above = keys > threshold
-    ties = tf.equal(keys, threshold)
-    need = k - tf.reduce_sum(tf.cast(above, tf.int64))
+    above, ties, need = _split_at_kth(flat_scores, k, _kth_largest_key_bisect)
     tie_rank = tf.cumsum(tf.cast(ties, tf.int64))  # 1-based rank among ties
     return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))
+
+
+def _split_at_kth(flat_scores, k, kth_largest_key):
+    """(scores above the k-th largest, scores equal to it, how many of those to take)."""
+    keys = _sortable_int(flat_scores)
+    threshold = kth_largest_key(keys, k)
+    above = keys > threshold
+    ties = tf.equal(keys, threshold)
+    return above, ties, k - tf.reduce_sum(tf.cast(above, tf.int64))
 
 
 _DIGIT = 1 << 16
