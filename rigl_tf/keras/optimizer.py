@@ -273,7 +273,6 @@ class SparseOptimizer(WrappingOptimizer):
         self._gradient_fn = _Untracked(gradient_fn)
         self._items = _Untracked([])
         self._first_event = _Untracked(None)
-        self._masks_fn = _Untracked(None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -450,11 +449,10 @@ class SparseOptimizer(WrappingOptimizer):
         if updater.name != "static":
             # The event step of an update right after this step (Updater.event_offset).
             event = step + updater.event_offset
-            tf.cond(
-                updater.should_update(event),
-                _one_node(lambda: self._update_masks(distribution, event, item_grads)),
-                lambda: tf.no_op(),
-            )
+            update = lambda: self._update_masks(distribution, event, item_grads)  # noqa: E731
+            if not tf.distribute.has_strategy():  # replicas need the merge_call context
+                update = _one_call(update)
+            tf.cond(updater.should_update(event), update, lambda: tf.no_op())
         if keeps_zeros(self.inner_optimizer):
             # Masked weights stayed exact zeros in the inner step and the update wrote
             # w * keep: only weights assigned before training need the masks. They are
@@ -531,7 +529,9 @@ class SparseOptimizer(WrappingOptimizer):
         if self._peak_lr.value is not None:
             lr_info = updaters_lib.describe_lr(_base_optimizer(self.inner_optimizer), step,
                                                self._peak_lr.value)
-        new_masks = self._compute_masks(step, weights, masks, grads, states, lr_info)
+        # One call node also under a strategy, where the whole branch cannot be one.
+        new_masks = _one_call(updater.compute_masks)(step, weights, masks, grads, states,
+                                                     lr_info)
         changed = []
         for item, w, old, new, slots in zip(items, weights, masks, new_masks,
                                             self._slot_lists.value):
@@ -552,23 +552,6 @@ class SparseOptimizer(WrappingOptimizer):
         self.last_drop_fraction.assign(tf.cast(updater.drop_fraction(step, lr_info), tf.float32))
         self.last_num_changed.assign(tf.cast(tf.add_n(changed), tf.int64))
         return tf.no_op()
-
-    def _compute_masks(self, *args):
-        """``updater.compute_masks`` as one function call that graph optimisation keeps.
-
-        The selection code of a few layers is hundreds of graph nodes; under a
-        distribution strategy (where the whole update branch cannot be one call, see
-        :func:`_one_node`) this keeps most of them out of the untaken branch. Under XLA
-        (which compiles the branch as a whole) the updater is called directly.
-        """
-        updater = self.updater
-        if masks_lib._in_xla() or not tf.inside_function():
-            return updater.compute_masks(*args)
-        if self._masks_fn.value is None:
-            self._masks_fn = _Untracked(tf.function(
-                updater.compute_masks, autograph=False,
-                experimental_attributes={"_noinline": True}))
-        return self._masks_fn.value(*args)
 
     def finalize_variable_values(self, var_list):
         # The inner optimizer may overwrite weights here (EMA): keep masked ones zero.
@@ -653,26 +636,28 @@ def heldout_gradient_fn(model, x, y, loss_fn=None):
     return fn
 
 
-def _one_node(branch):
-    """``branch`` (a tf.cond branch) as a single function call that graph optimisation
-    does not inline, when that is safe: graph mode, no distribution strategy, no XLA.
+def _one_call(fn):
+    """``fn`` as one function call that graph optimisation does not inline (inside a
+    ``tf.function`` and outside XLA; elsewhere ``fn`` itself).
 
-    On steps where the branch is not taken, the graph executor still visits each of its
-    nodes (propagating "dead" tensors); a mask update is a few hundred nodes, which on a
-    small model is several percent of every ordinary step (MLP 300-100 on CPU). Behind a
-    non-inlined call the untaken branch is one node.
+    For ``tf.cond`` branches: on steps where a branch is not taken, the graph executor
+    still visits each of its nodes (propagating "dead" tensors); a mask update is a few
+    hundred nodes, several percent of every ordinary step of a small model (MLP 300-100
+    on CPU). Behind a non-inlined call the untaken branch is one node. An Operation
+    returned by ``fn`` becomes ``tf.no_op()``.
     """
-    if (not tf.inside_function() or tf.distribute.has_strategy()
-            or masks_lib._in_xla()):
-        return branch
-    def body():
-        branch()
+    if not tf.inside_function() or masks_lib._in_xla():
+        return fn
+
+    def body(*args):
+        out = fn(*args)
+        return None if isinstance(out, tf.Operation) else out
 
     call = tf.function(body, autograph=False, experimental_attributes={"_noinline": True})
 
-    def run():
-        call()
-        return tf.no_op()
+    def run(*args):
+        out = call(*args)
+        return tf.no_op() if out is None else out
 
     return run
 
