@@ -1,7 +1,7 @@
 """Exact-count masks from scores, with static shapes (XLA friendly) and stateless seeds.
 
-Every mask produced here has exactly ``k`` ones. Selection finds the k-th largest score by
-radix selection (no sort) and breaks ties by position (lower flat index wins), so the result is
+Every mask produced here has exactly ``k`` ones. Selection finds the k-th largest score
+without sorting and breaks ties by position (lower flat index wins), so the result is
 deterministic on every device. ``k`` may be a Python int or a scalar tensor: the output
 shape never depends on it, so the same code runs inside ``tf.function`` and under XLA.
 """
@@ -44,9 +44,10 @@ def topk_mask(scores, k, dtype=tf.float32):
     """Returns a mask with ones at the ``k`` largest scores (exactly ``k`` ones).
 
     Selection finds the k-th largest of the scores' order-preserving integer keys by radix
-    selection (two 16-bit histogram passes; a 33-step bisection under XLA), then ties at the threshold are taken in
-    flat-index order: O(n) work, static shapes, no sort. The result equals a stable
-    descending sort's first ``k`` positions.
+    selection (two 16-bit histogram passes), then ties at the threshold are taken in
+    flat-index order: O(n) work, no sort. Under XLA a 33-step bisection and a cumulative
+    sum do the same with static shapes only. The result equals a stable descending sort's
+    first ``k`` positions.
 
     Args:
       scores: a float tensor of any shape (no NaN); ``-inf`` marks positions that must not
