@@ -28,7 +28,7 @@ def test_bench_init_quick():
 def test_bench_training_quick():
     out = _run("bench_training.py", "--quick")
     keys = {"static_over_dense", "rigl_over_dense", "rigl_amortised_over_dense",
-            "update_step_over_dense"}
+            "update_step_over_dense", "null_over_dense"}
     for ratios in (out["ratios"]["mlp"], out["cpu_ratios"]["mlp"]):
         assert set(ratios) == keys
         assert all(v > 0 for v in ratios.values())

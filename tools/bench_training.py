@@ -7,7 +7,9 @@ the same process. Steps are interleaved one by one in a shuffled order, so machi
 hits all variants alike; the steps are grouped into rounds, each round gives one ratio per
 variant (median step / median dense step), and the report gives the median over rounds
 and their spread (min, max, interquartile range). Both wall-clock time and the process's
-CPU time are measured: on a loaded machine the CPU-time ratios are the stable ones.
+CPU time are measured: on a loaded machine the CPU-time ratios are the stable ones. A
+second, identical dense model is timed alongside as an A/A control: its ratio to dense,
+``null_over_dense``, is the measurement's own error (1.0 if the timing were exact).
 
 RigL updates every 100 steps. To time update steps without running hundreds of steps, the
 RigL model's step counter is moved before each round so that its middle step is an update
@@ -130,6 +132,11 @@ def bench_keras3(names, batch, rounds, steps, sparsity, seed):
         dense = keras.models.clone_model(base)
         dense.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss)
         variants["dense"] = dense
+        # A/A control: a second, identical dense model timed like the others. Its ratio to
+        # dense (null_over_dense) is what the measurement reads when nothing differs.
+        twin = keras.models.clone_model(base)
+        twin.compile(keras.optimizers.SGD(0.01, momentum=0.9), loss)
+        variants["dense_twin"] = twin
         static = rigl_tf.sparsify(base, sparsity, "erk")
         static.compile(rigl_tf.SparseOptimizer(keras.optimizers.SGD(0.01, momentum=0.9)), loss)
         variants["static"] = static
@@ -175,7 +182,8 @@ def bench_keras3(names, batch, rounds, steps, sparsity, seed):
                 entry[f"median_{kind}_update_step_ms"] = round(
                     1e3 * float(np.median([s[col] for s in updates])), 3)
         for label, sel in (("static_over_dense", samples["static"]),
-                           ("rigl_over_dense", ordinary)):
+                           ("rigl_over_dense", ordinary),
+                           ("null_over_dense", samples["dense_twin"])):
             per_round = _ratios(samples, select=sel)
             for kind in ("wall", "cpu"):
                 entry.setdefault(kind, {})[label] = round(float(np.median(per_round[kind])), 4)
@@ -254,8 +262,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds (small models)")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per variant per round (small models)")
-    parser.add_argument("--resnet_rounds", type=int, default=6)
-    parser.add_argument("--resnet_steps", type=int, default=3)
+    parser.add_argument("--resnet_rounds", type=int, default=10)
+    parser.add_argument("--resnet_steps", type=int, default=4)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0, help="seed of the step order")
     parser.add_argument("--tfmot_only", action="store_true", help=argparse.SUPPRESS)
