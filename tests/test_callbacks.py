@@ -188,3 +188,26 @@ def test_bad_arguments():
         cb.SparsitySummary(None, every_n_steps=0)
     with pytest.raises(TypeError, match="writer"):
         cb.GradientFlow(np.zeros((1, 6)), np.zeros(1), writer=3)
+
+
+def test_read_step_reads_the_counter_plain_and_distributed():
+    # The fast path (one ReadVariableOp) and the fallback (.numpy()) give the value last
+    # assigned, also after compiled steps changed it.
+    opt = keras.optimizers.SGD(0.1)
+    opt.build([keras.Variable(np.ones(2, "float32"))])
+    assert cb.read_step(opt.iterations) == 0
+    opt.iterations.assign(41)
+    assert cb.read_step(opt.iterations) == 41
+    opt.iterations.assign_add(1)
+    assert cb.read_step(opt.iterations) == 42
+    assert cb.read_step(tf.Variable(7, dtype=tf.int64)) == 7
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        opt2 = keras.optimizers.SGD(0.1)
+        opt2.build([keras.Variable(np.ones(2, "float32"))])
+    opt2.iterations.assign(5)
+    assert cb.read_step(opt2.iterations) == 5
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(np.ones((8, 2), "float32"), np.ones((8, 1), "float32"), batch_size=2,
+              epochs=1, verbose=0)
+    assert cb.read_step(model.optimizer.iterations) == 4

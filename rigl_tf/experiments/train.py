@@ -589,7 +589,7 @@ class _StopAtStep(keras.callbacks.Callback):
         self.total_steps = total_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+        if callbacks_lib.read_step(self.model.optimizer.iterations) >= self.total_steps:
             self.model.stop_training = True
 
 
@@ -607,7 +607,7 @@ class _Checkpointer(keras.callbacks.Callback):
         self._pending = None
 
     def _step(self):
-        return int(self.model.optimizer.iterations.numpy())
+        return callbacks_lib.read_step(self.model.optimizer.iterations)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._pending = None
