@@ -98,6 +98,27 @@ def test_a_tie_does_not_hold():
     assert v["lt_close_l2"] == rp.FAILS and v["dst_accuracy"] == rp.FAILS
 
 
+def test_accuracy_margin_within_seed_noise_is_flagged_not_flipped():
+    m = _model()
+    # 95%: Lottery [0.89, 0.91] and Scratch [0.85, 0.87] both have population std 0.01, so
+    # the seed noise is 1.00 point. RigL 0.89 vs Scratch mean 0.86: margin 3 points > 1.
+    claims = {c["id"]: c for c in rp.evaluate_claims(m)}
+    assert claims["dst_accuracy"]["caveat"] is None
+    m["accuracy"]["95"][rp.RIGL] = [0.865]        # margin 0.5 point <= 1 point
+    m["accuracy"]["95"][rp.SCRATCH_PLUS] = [0.855]  # margin -0.5 point: fails, also noise
+    claims = {c["id"]: c for c in rp.evaluate_claims(m)}
+    dst, init = claims["dst_accuracy"], claims["sparse_init_accuracy"]
+    assert (dst["verdict"], dst["caveat"]) == (rp.HOLDS, rp.WITHIN_NOISE)
+    assert "margin +0.50 points, seed std 1.00 points" in dst["numbers"]
+    assert (init["verdict"], init["caveat"]) == (rp.FAILS, rp.WITHIN_NOISE)
+    # 98%: one run per method, so no seed noise is known and no caveat is given.
+    assert claims["sparse_init_accuracy_98"]["caveat"] is None
+    assert "seed std" not in claims["sparse_init_accuracy_98"]["numbers"]
+    text = rp.claims_md({"models": {"mlp": m}})
+    assert "- **HOLDS** (within seed noise) [MLP (300-100)] `dst_accuracy`:" in text
+    assert "- **HOLDS** [MLP (300-100)] `lt_accuracy`:" in text
+
+
 def test_lt_gradflow_rule_uses_log_ratios():
     m = _model()
     m["gradflow"][rp.LOTTERY] = _curve([3.0, 0.1])  # |log 3| = 1.10 > |log 0.75| = 0.29
@@ -289,8 +310,8 @@ def test_quick_budget_end_to_end_and_resume(tmp_path, capsys):
         assert f"## {title}" in text
     for cid, *_ in rp.CLAIMS:
         for model in ("LeNet5", "MLP (300-100)"):
-            line = re.search(rf"^- \*\*([A-Z ]+)\*\* \[{re.escape(model)}\] `{cid}`: (.*)$",
-                             text, re.M)
+            line = re.search(rf"^- \*\*([A-Z ]+)\*\*(?: \({rp.WITHIN_NOISE}\))? "
+                             rf"\[{re.escape(model)}\] `{cid}`: (.*)$", text, re.M)
             assert line, (cid, model)
             assert line.group(1) in (rp.HOLDS, rp.FAILS), line.group(0)
             assert re.search(r"\d\.\d", line.group(2)), line.group(0)

@@ -11,6 +11,8 @@ import math
 HOLDS = "HOLDS"
 FAILS = "DOES NOT HOLD"
 MISSING = "NOT MEASURED"
+# Caveat on an accuracy verdict whose margin is within the seed noise (see `_acc_claim`).
+WITHIN_NOISE = "within seed noise"
 
 # Method names used as keys throughout the results dict and the tables.
 PRUNING = "Pruning"
@@ -179,6 +181,28 @@ def _cmp(a, b, name_a, name_b, op="<", digits=4):
     return (HOLDS if ok else FAILS), numbers
 
 
+def seed_noise(model, sparsity="95"):
+    """The largest seed standard deviation of test accuracy among the methods with two or
+    more runs at `sparsity` (None when no method has two runs)."""
+    runs = ((model or {}).get("accuracy", {}).get(sparsity, {}) or {}).values()
+    stds = [_std(v) for v in runs
+            if len([x for x in (v or []) if x is not None and not _isnan(x)]) >= 2]
+    return max(stds) if stds else None
+
+
+def _acc_claim(m, method_a, method_b, sparsity, name_a, name_b):
+    """Verdict of accuracy(a) > accuracy(b), with a caveat when the margin is not larger
+    than the seed noise (`seed_noise`): the verdict stays, the reader is told."""
+    a, b = accuracy_of(m, method_a, sparsity), accuracy_of(m, method_b, sparsity)
+    verdict, numbers = _cmp(a, b, name_a, name_b, ">")
+    noise = seed_noise(m, sparsity)
+    if verdict == MISSING or noise is None:
+        return verdict, numbers
+    margin = a - b
+    numbers += (f"; margin {100 * margin:+.2f} points, seed std {100 * noise:.2f} points")
+    return (verdict, numbers, WITHIN_NOISE) if abs(margin) <= noise else (verdict, numbers)
+
+
 def _claim_lt_gradflow(m):
     lt, s, sp = init_norm(m, LOTTERY), init_norm(m, SCRATCH), init_norm(m, SCRATCH_PLUS)
     if None in (lt, s, sp) or min(lt, s, sp) <= 0:
@@ -238,13 +262,12 @@ CLAIMS = (
     ("sparse_init_accuracy",
      "Sparsity-aware initialization improves training from scratch (Table 1)",
      "test accuracy at 95%: Scratch+ > Scratch",
-     lambda m: _cmp(accuracy_of(m, SCRATCH_PLUS), accuracy_of(m, SCRATCH), "acc Scratch+",
-                    "Scratch", ">")),
+     lambda m: _acc_claim(m, SCRATCH_PLUS, SCRATCH, "95", "acc Scratch+", "Scratch")),
     ("sparse_init_accuracy_98",
      "... and more so at higher sparsity (Table 2, 98%)",
      "test accuracy at 98%: Scratch+ > Scratch",
-     lambda m: _cmp(accuracy_of(m, SCRATCH_PLUS, "98"), accuracy_of(m, SCRATCH, "98"),
-                    "acc Scratch+ 98%", "Scratch 98%", ">")),
+     lambda m: _acc_claim(m, SCRATCH_PLUS, SCRATCH, "98", "acc Scratch+ 98%",
+                          "Scratch 98%")),
     ("dst_gradflow",
      "DST improves gradient flow during training over static sparse training (Fig. 2)",
      "mean ‖g‖ over checkpoints after step 0: RigL > Scratch",
@@ -261,8 +284,7 @@ CLAIMS = (
     ("dst_accuracy",
      "DST (RigL) generalizes better than training a static sparse mask from scratch",
      "test accuracy at 95%: RigL > Scratch",
-     lambda m: _cmp(accuracy_of(m, RIGL), accuracy_of(m, SCRATCH), "acc RigL", "Scratch",
-                    ">")),
+     lambda m: _acc_claim(m, RIGL, SCRATCH, "95", "acc RigL", "Scratch")),
     ("hessian_rigl",
      "(our reading of Fig. 10) a RigL update adds negative curvature",
      "most negative Hessian eigenvalue after the update < before",
@@ -274,8 +296,7 @@ CLAIMS = (
     ("lt_accuracy",
      "Lottery tickets train better than the same mask from a new random init (Table 3)",
      "test accuracy at 95%: Lottery > Scratch",
-     lambda m: _cmp(accuracy_of(m, LOTTERY), accuracy_of(m, SCRATCH), "acc Lottery",
-                    "Scratch", ">")),
+     lambda m: _acc_claim(m, LOTTERY, SCRATCH, "95", "acc Lottery", "Scratch")),
     ("lt_close_l2",
      "LT solutions lie close to the pruning solution in weight space; scratch far (Fig. 5a/b)",
      "mean L2 to the pruning solution: Lottery < Scratch",
@@ -311,15 +332,16 @@ CLAIMS = (
 
 
 def evaluate_claims(model):
-    """Verdicts for one model: list of dicts `id, claim, rule, verdict, numbers`."""
+    """Verdicts for one model: list of dicts `id, claim, rule, verdict, numbers, caveat`
+    (caveat: None or `WITHIN_NOISE`)."""
     out = []
     for cid, text, rule, fn in CLAIMS:
         try:
-            verdict, numbers = fn(model)
+            verdict, numbers, *caveat = fn(model)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-            verdict, numbers = MISSING, f"cannot evaluate: {type(e).__name__}: {e}"
+            verdict, numbers, caveat = MISSING, f"cannot evaluate: {type(e).__name__}: {e}", []
         out.append({"id": cid, "claim": text, "rule": rule, "verdict": verdict,
-                    "numbers": numbers})
+                    "numbers": numbers, "caveat": caveat[0] if caveat else None})
     return out
 
 
@@ -424,7 +446,8 @@ def claims_md(results):
     lines = []
     for name, model in results["models"].items():
         for c in evaluate_claims(model):
-            lines.append(f"- **{c['verdict']}** [{MODEL_TITLES.get(name, name)}] "
+            caveat = f" ({c['caveat']})" if c["caveat"] else ""
+            lines.append(f"- **{c['verdict']}**{caveat} [{MODEL_TITLES.get(name, name)}] "
                          f"`{c['id']}`: {c['claim']}. Rule: {c['rule']}. Measured: "
                          f"{c['numbers']}.")
     return "\n".join(lines)
@@ -507,7 +530,10 @@ def render_report(results, figures=()):
                 similarity_md(model, name, "ensembles"), ""]
     out += [f"## {TABLE_TITLES[8]}", "",
             "Each claim is checked by the fixed rule shown, on our numbers; "
-            f"{HOLDS} / {FAILS} / {MISSING}.", "", claims_md(results), ""]
+            f"{HOLDS} / {FAILS} / {MISSING}. An accuracy verdict whose margin is not larger "
+            "than the largest seed standard deviation among the methods with two or more "
+            f"runs at that sparsity is marked ({WITHIN_NOISE}): read it as no measured "
+            "difference.", "", claims_md(results), ""]
     if figures:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(out)
