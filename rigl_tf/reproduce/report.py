@@ -11,8 +11,14 @@ import math
 HOLDS = "HOLDS"
 FAILS = "DOES NOT HOLD"
 MISSING = "NOT MEASURED"
-# Caveat on an accuracy verdict whose margin is within the seed noise (see `_acc_claim`).
+# Caveats on an accuracy verdict (see `_acc_claim`): a margin within the seed noise, and
+# a compared method with a run that never left chance accuracy.
 WITHIN_NOISE = "within seed noise"
+AT_CHANCE = "a run at chance accuracy"
+# Every dataset rigl-reproduce supports (MNIST, Fashion-MNIST) has 10 balanced test
+# classes; a run whose test accuracy is within one point of 1/10 did not train.
+CHANCE_ACCURACY = 0.10
+CHANCE_MARGIN = 0.01
 
 # Method names used as keys throughout the results dict and the tables.
 PRUNING = "Pruning"
@@ -108,6 +114,19 @@ def accuracy_of(model, method, sparsity="95"):
     return _mean(((model or {}).get("accuracy", {}).get(sparsity, {}) or {}).get(method, []))
 
 
+def at_chance(accuracy) -> bool:
+    """True for a test accuracy within `CHANCE_MARGIN` of chance (the run did not train)."""
+    return (accuracy is not None and not _isnan(accuracy)
+            and float(accuracy) <= CHANCE_ACCURACY + CHANCE_MARGIN)
+
+
+def chance_runs(model, method, sparsity="95"):
+    """(runs at chance accuracy, runs) of a method at a sparsity."""
+    values = [v for v in (((model or {}).get("accuracy", {}).get(sparsity, {}) or {})
+                          .get(method) or []) if v is not None]
+    return sum(at_chance(v) for v in values), len(values)
+
+
 def init_norm(model, method):
     """Gradient norm at step 0 of a method's run (None if not measured)."""
     curve = (model or {}).get("gradflow", {}).get(method)
@@ -195,12 +214,16 @@ def _acc_claim(m, method_a, method_b, sparsity, name_a, name_b):
     than the seed noise (`seed_noise`): the verdict stays, the reader is told."""
     a, b = accuracy_of(m, method_a, sparsity), accuracy_of(m, method_b, sparsity)
     verdict, numbers = _cmp(a, b, name_a, name_b, ">")
-    noise = seed_noise(m, sparsity)
-    if verdict == MISSING or noise is None:
+    if verdict == MISSING:
         return verdict, numbers
-    margin = a - b
-    numbers += (f"; margin {100 * margin:+.2f} points, seed std {100 * noise:.2f} points")
-    return (verdict, numbers, WITHIN_NOISE) if abs(margin) <= noise else (verdict, numbers)
+    caveats = []
+    noise = seed_noise(m, sparsity)
+    if noise is not None:
+        margin = a - b
+        numbers += f"; margin {100 * margin:+.2f} points, seed std {100 * noise:.2f} points"
+        if abs(margin) <= noise:
+            caveats.append(WITHIN_NOISE)
+    return (verdict, numbers, "; ".join(caveats)) if caveats else (verdict, numbers)
 
 
 def _claim_lt_gradflow(m):
@@ -331,17 +354,45 @@ CLAIMS = (
 )
 
 
+# The runs each claim reads, as (sparsity, methods): a claim that reads a run which never
+# left chance accuracy gets the `AT_CHANCE` caveat. 'Different pruned' are Pruning seeds.
+CLAIM_RUNS = {
+    "sparse_init_gradflow": ("95", (SCRATCH_PLUS, SCRATCH)),
+    "sparse_init_accuracy": ("95", (SCRATCH_PLUS, SCRATCH)),
+    "sparse_init_accuracy_98": ("98", (SCRATCH_PLUS, SCRATCH)),
+    "dst_gradflow": ("95", (RIGL, SCRATCH)),
+    "rigl_updates_increase": ("95", (RIGL,)),
+    "rigl_vs_set_updates": ("95", (RIGL, SET)),
+    "dst_accuracy": ("95", (RIGL, SCRATCH)),
+    "hessian_rigl": ("95", (RIGL,)),
+    "lt_no_gradflow": ("95", (LOTTERY, SCRATCH, SCRATCH_PLUS)),
+    "lt_accuracy": ("95", (LOTTERY, SCRATCH)),
+    "lt_close_l2": ("95", (LOTTERY, SCRATCH)),
+    "lt_low_barrier": ("95", (LOTTERY, SCRATCH)),
+    "lt_close_function": ("95", (LOTTERY, SCRATCH)),
+    "lt_not_novel": ("95", (LOTTERY, PRUNING)),
+    "restart_close": ("95", (RESTART, SCRATCH)),
+    "lt_ensemble": ("95", (LOTTERY, PRUNING)),
+}
+
+
 def evaluate_claims(model):
     """Verdicts for one model: list of dicts `id, claim, rule, verdict, numbers, caveat`
-    (caveat: None or `WITHIN_NOISE`)."""
+    (caveat: None, or `WITHIN_NOISE` and/or `AT_CHANCE` joined by '; ')."""
     out = []
     for cid, text, rule, fn in CLAIMS:
         try:
-            verdict, numbers, *caveat = fn(model)
+            verdict, numbers, *caveats = fn(model)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-            verdict, numbers, caveat = MISSING, f"cannot evaluate: {type(e).__name__}: {e}", []
+            verdict, numbers, caveats = MISSING, f"cannot evaluate: {type(e).__name__}: {e}", []
+        sparsity, methods = CLAIM_RUNS[cid]
+        dead = [f"{method} {k} of {n}" for method in methods
+                for k, n in [chance_runs(model, method, sparsity)] if k]
+        if dead and verdict != MISSING:
+            numbers += "; runs at chance accuracy: " + ", ".join(dead)
+            caveats.append(AT_CHANCE)
         out.append({"id": cid, "claim": text, "rule": rule, "verdict": verdict,
-                    "numbers": numbers, "caveat": caveat[0] if caveat else None})
+                    "numbers": numbers, "caveat": "; ".join(caveats) or None})
     return out
 
 
@@ -362,7 +413,8 @@ def accuracy_table(results):
             for sp in SPARSITIES:
                 values = results["models"][name].get("accuracy", {}).get(sp, {}).get(method)
                 any_value |= bool(values)
-                row += [fmt_mean_std(values, pct=True),
+                dead = chance_runs(results["models"][name], method, sp)[0]
+                row += [fmt_mean_std(values, pct=True) + (f" †{dead}" if dead else ""),
                         paper_cell(PAPER_ACCURACY.get((name, sp, method)))]
         if any_value:
             rows.append(row)
@@ -494,8 +546,10 @@ def render_report(results, figures=()):
         for note in meta["notes"]:
             out.append(f"- note: {note}")
     out += ["", f"## {TABLE_TITLES[0]}", "",
-            "Percent, mean ± std over seeds (n = number of runs).", "",
-            accuracy_table(results), ""]
+            "Percent, mean ± std over seeds (n = number of runs). †k: k of the runs ended "
+            f"at chance accuracy (at most {100 * (CHANCE_ACCURACY + CHANCE_MARGIN):.0f}%, "
+            "1/10 of the classes): they did not train, and their numbers are in the mean.",
+            "", accuracy_table(results), ""]
     sections = (
         (TABLE_TITLES[1], gradflow_table, "Norm of the masked gradient of the mean training "
          "loss on a fixed subset of training examples at every checkpoint."),
@@ -533,7 +587,8 @@ def render_report(results, figures=()):
             f"{HOLDS} / {FAILS} / {MISSING}. An accuracy verdict whose margin is not larger "
             "than the largest seed standard deviation among the methods with two or more "
             f"runs at that sparsity is marked ({WITHIN_NOISE}): read it as no measured "
-            "difference.", "", claims_md(results), ""]
+            f"difference; one that compares a method with a run that did not train is marked "
+            f"({AT_CHANCE}).", "", claims_md(results), ""]
     if figures:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(out)
