@@ -20,7 +20,7 @@ If tensorflow-model-optimization is importable, the same ratio for its
 ``prune_low_magnitude`` on tf_keras twins of LeNet5 and the MLP is measured in a
 subprocess (importing tfmot switches tf.keras) with the same schedule.
 
-    python tools/bench_training.py                 # default run (about 4 min on 2 cores), one JSON
+    python tools/bench_training.py                 # default run (about 5 min on 2 cores), one JSON
     python tools/bench_training.py --quick         # tiny smoke run, no tfmot (tests)
 """
 
