@@ -131,6 +131,8 @@ def test_runs_at_chance_accuracy_are_flagged_in_table_and_claims():
     dst = claims["dst_accuracy"]
     assert dst["verdict"] == rp.FAILS and rp.AT_CHANCE in dst["caveat"]
     assert "runs at chance accuracy: RigL 1 of 1, Scratch 1 of 2" in dst["numbers"]
+    # The seed noise leaves dead runs out: Lottery's 1.00 point, not Scratch's 38.25.
+    assert "margin -38.75 points, seed std 1.00 points" in dst["numbers"]
     assert rp.AT_CHANCE in claims["lt_accuracy"]["caveat"]  # Scratch is compared there
     # Non-accuracy claims that read a dead run say so too: RigL's mask updates, Hessian.
     for cid in ("rigl_updates_increase", "hessian_rigl", "lt_low_barrier"):

@@ -202,10 +202,11 @@ def _cmp(a, b, name_a, name_b, op="<", digits=4):
 
 def seed_noise(model, sparsity="95"):
     """The largest seed standard deviation of test accuracy among the methods with two or
-    more runs at `sparsity` (None when no method has two runs)."""
+    more runs that trained (not `at_chance`) at `sparsity`; None when there is none."""
     runs = ((model or {}).get("accuracy", {}).get(sparsity, {}) or {}).values()
-    stds = [_std(v) for v in runs
-            if len([x for x in (v or []) if x is not None and not _isnan(x)]) >= 2]
+    trained = [[x for x in (v or []) if x is not None and not _isnan(x) and not at_chance(x)]
+               for v in runs]
+    stds = [_std(v) for v in trained if len(v) >= 2]
     return max(stds) if stds else None
 
 
@@ -586,7 +587,7 @@ def render_report(results, figures=()):
             "Each claim is checked by the fixed rule shown, on our numbers; "
             f"{HOLDS} / {FAILS} / {MISSING}. An accuracy verdict whose margin is not larger "
             "than the largest seed standard deviation among the methods with two or more "
-            f"runs at that sparsity is marked ({WITHIN_NOISE}): read it as no measured "
+            f"trained runs at that sparsity is marked ({WITHIN_NOISE}): read it as no measured "
             f"difference; one that compares a method with a run that did not train is marked "
             f"({AT_CHANCE}).", "", claims_md(results), ""]
     if figures:
