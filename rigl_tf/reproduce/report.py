@@ -11,8 +11,8 @@ import math
 HOLDS = "HOLDS"
 FAILS = "DOES NOT HOLD"
 MISSING = "NOT MEASURED"
-# Caveats on an accuracy verdict (see `_acc_claim`): a margin within the seed noise, and
-# a compared method with a run that never left chance accuracy.
+# Caveats on a verdict: an accuracy margin within the seed noise (`_acc_claim`), and a
+# claim that reads a run which never left chance accuracy (`CLAIM_RUNS`).
 WITHIN_NOISE = "within seed noise"
 AT_CHANCE = "a run at chance accuracy"
 # Every dataset rigl-reproduce supports (MNIST, Fashion-MNIST) has 10 balanced test
