@@ -109,9 +109,14 @@ def markdown_table(header, rows):
 # --------------------------------------------------------------------------- measures
 
 
+def _accuracies(model, sparsity):
+    """{method: [test accuracy of each run]} at a sparsity ({} if not measured)."""
+    return (model or {}).get("accuracy", {}).get(sparsity, {}) or {}
+
+
 def accuracy_of(model, method, sparsity="95"):
     """Mean test accuracy of a method (None if not measured)."""
-    return _mean(((model or {}).get("accuracy", {}).get(sparsity, {}) or {}).get(method, []))
+    return _mean(_accuracies(model, sparsity).get(method, []))
 
 
 def at_chance(accuracy) -> bool:
@@ -122,8 +127,7 @@ def at_chance(accuracy) -> bool:
 
 def chance_runs(model, method, sparsity="95"):
     """(runs at chance accuracy, runs) of a method at a sparsity."""
-    values = [v for v in (((model or {}).get("accuracy", {}).get(sparsity, {}) or {})
-                          .get(method) or []) if v is not None]
+    values = [v for v in _accuracies(model, sparsity).get(method) or [] if v is not None]
     return sum(at_chance(v) for v in values), len(values)
 
 
@@ -203,7 +207,7 @@ def _cmp(a, b, name_a, name_b, op="<", digits=4):
 def seed_noise(model, sparsity="95"):
     """The largest seed standard deviation of test accuracy among the methods with two or
     more runs that trained (not `at_chance`) at `sparsity`; None when there is none."""
-    runs = ((model or {}).get("accuracy", {}).get(sparsity, {}) or {}).values()
+    runs = _accuracies(model, sparsity).values()
     trained = [[x for x in (v or []) if x is not None and not _isnan(x) and not at_chance(x)]
                for v in runs]
     stds = [_std(v) for v in trained if len(v) >= 2]
@@ -412,7 +416,7 @@ def accuracy_table(results):
         row, any_value = [method], False
         for name in models:
             for sp in SPARSITIES:
-                values = results["models"][name].get("accuracy", {}).get(sp, {}).get(method)
+                values = _accuracies(results["models"][name], sp).get(method)
                 any_value |= bool(values)
                 dead = chance_runs(results["models"][name], method, sp)[0]
                 row += [fmt_mean_std(values, pct=True) + (f" †{dead}" if dead else ""),
