@@ -37,6 +37,54 @@ def test_bench_training_quick():
     assert details["rigl_update_steps_timed"] == 2  # one per timed round
     assert set(details["cpu_spread"]["static_over_dense"]) == {"min", "max", "iqr"}
     assert len(out["loadavg_before"]) == 3 and out["cpu_count"] >= 1
+    assert out["checks"]["seconds<=300"] is True and "mlp:static_over_dense<=1.02" in out["checks"]
+
+
+def _bench_training():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import bench_training
+    finally:
+        sys.path.pop(0)
+    return bench_training
+
+
+def test_bench_training_pairs_each_step_with_the_dense_step_of_its_cycle():
+    B = _bench_training()
+    # Two rounds of two cycles; the machine is twice as slow in cycle 1 as in the others.
+    # Samples are (round, wall, cpu, tag, cycle).
+    dense = [(1, 1.0, 2.0, None, 0), (1, 2.0, 4.0, None, 1),
+             (2, 1.0, 2.0, None, 2), (2, 1.0, 2.0, None, 3)]
+    mine = [(1, 1.1, 2.0, None, 0), (1, 2.2, 4.4, None, 1),
+            (2, 1.3, 2.0, None, 2), (2, 1.0, 2.0, None, 3)]
+    got = B._ratios({"dense": dense, "x": mine}, select=mine)
+    # Per-cycle wall ratios 1.1, 1.1, 1.3, 1.0: median 1.1; rounds' medians 1.1 and 1.15.
+    # (A ratio of round medians would read round 1 as 1.65 / 1.5 = 1.1 and the slow cycle's
+    # dense step would move a one-step round entirely.)
+    assert got["wall"]["median"] == pytest.approx(1.1)
+    assert got["wall"]["rounds"] == pytest.approx([1.1, 1.15])
+    # CPU: 1.0, 1.1, 1.0, 1.0.
+    assert got["cpu"]["median"] == pytest.approx(1.0)
+    assert got["cpu"]["rounds"] == pytest.approx([1.05, 1.0])
+
+
+def test_bench_training_checks_name_each_missed_target():
+    B = _bench_training()
+    results = {
+        "mlp": {"wall": {"static_over_dense": 1.03, "rigl_over_dense": 1.04,
+                         "rigl_amortised_over_dense": 1.09, "tfmot_over_dense": 1.035}},
+        "resnet20": {"wall": {"static_over_dense": 1.00, "rigl_over_dense": 1.06,
+                              "rigl_amortised_over_dense": 1.11}},
+    }
+    got = B._checks(results, 301.0)
+    assert got == {
+        "mlp:static_over_dense<=1.02": False, "mlp:rigl_over_dense<=1.05": True,
+        "mlp:rigl_amortised_over_dense<=1.1": True,
+        "mlp:static_over_dense<tfmot": True, "mlp:rigl_over_dense<tfmot": False,
+        "resnet20:static_over_dense<=1.02": True, "resnet20:rigl_over_dense<=1.05": False,
+        "resnet20:rigl_amortised_over_dense<=1.1": False,
+        "seconds<=300": False,
+    }
 
 
 @pytest.mark.slow

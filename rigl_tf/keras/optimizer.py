@@ -427,8 +427,7 @@ class SparseOptimizer(WrappingOptimizer):
                 lambda: tf.no_op(),
             )
         updater = self.updater
-        by_id = {id(v): g for g, v in zip(grads, variables)}
-        item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
+        item_grads = self._item_grads(grads, variables)
         first = self._first_event.value
         if first is not None:
             # An event due before the first update acts on the initial weights.
@@ -438,21 +437,32 @@ class SparseOptimizer(WrappingOptimizer):
                                            item_grads),
                 lambda: tf.no_op(),
             )
-        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
-
-        if updater.needs_state:
-            reduced = self._reduce(distribution, item_grads)
-            for state, g in zip(self._states, reduced):
-                if g is not None:
-                    state.assign(updater.observe(state, tf.cast(g, state.dtype)))
-
-        if updater.name != "static":
+        if updater.name == "static":
+            self._inner_step(distribution, grads, variables)
+        else:
             # The event step of an update right after this step (Updater.event_offset).
             event = step + updater.event_offset
-            update = lambda: self._update_masks(distribution, event, item_grads)  # noqa: E731
-            if not tf.distribute.has_strategy():  # replicas need the merge_call context
-                update = _one_call(update)
-            tf.cond(updater.should_update(event), update, lambda: tf.no_op())
+            if tf.distribute.has_strategy():  # replicas need the merge_call context
+                self._inner_step(distribution, grads, variables)
+                tf.cond(updater.should_update(event),
+                        lambda: self._update_masks(distribution, event, item_grads),
+                        lambda: tf.no_op())
+            else:
+                # The inner step runs inside both branches: when the gradients are only an
+                # input of the cond (not also of a step outside it), the ordinary branch's
+                # gradient masking can reuse their buffers, and an ordinary step costs
+                # about what a static one does (tools/bench_training.py). The gradients
+                # are arguments of the update branch's call, not captures (the inner
+                # optimizer all-reduces them, which needs them in the call's graph).
+                def step_and_update(event, grads):
+                    grads = _in_graph(grads)  # a branch's own graph under XLA
+                    self._inner_step(distribution, grads, variables)
+                    return self._update_masks(distribution, event,
+                                              self._item_grads(grads, variables))
+
+                tf.cond(updater.should_update(event),
+                        lambda: _one_call(step_and_update)(event, grads),
+                        lambda: self._inner_step(distribution, _in_graph(grads), variables))
         if keeps_zeros(self.inner_optimizer):
             # Masked weights stayed exact zeros in the inner step and the update wrote
             # w * keep: only weights assigned before training need the masks. They are
@@ -465,6 +475,23 @@ class SparseOptimizer(WrappingOptimizer):
                 tf.cond(tf.equal(step, 0), lambda: self._apply_masks(distribution), tf.no_op)
         else:
             self._apply_masks(distribution)
+
+    def _item_grads(self, grads, variables):
+        """The gradients of the masked weights, in ``masked_items`` order."""
+        by_id = {id(v): g for g, v in zip(grads, variables)}
+        return [by_id.get(id(it.var)) for it in self.masked_items]
+
+    def _inner_step(self, distribution, grads, variables):
+        """The inner optimizer's step on masked gradients, then the updater's per-step
+        state."""
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+        updater = self.updater
+        if updater.needs_state:
+            reduced = self._reduce(distribution, self._item_grads(grads, variables))
+            for state, g in zip(self._states, reduced):
+                if g is not None:
+                    state.assign(updater.observe(state, tf.cast(g, state.dtype)))
+        return tf.no_op()
 
     def _apply_masks(self, distribution):
         for item in self.masked_items:
@@ -660,6 +687,18 @@ def _one_call(fn):
         return tf.no_op() if out is None else out
 
     return run
+
+
+def _in_graph(tensors):
+    """``tensors`` as tensors of the graph being built (a cond branch's), where Keras's
+    gradient all-reduce needs all of them: outer tensors are captured, as any op using
+    them would (no op is added)."""
+    graph = tf.compat.v1.get_default_graph()
+    if not hasattr(graph, "capture"):  # eager, or not a function's graph
+        return list(tensors)
+    capture = lambda t: t if t.graph is graph else graph.capture(t)  # noqa: E731
+    return [None if t is None else tf.nest.map_structure(capture, t, expand_composites=True)
+            for t in tensors]
 
 
 def _mask_assign(var, mask):
