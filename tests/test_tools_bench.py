@@ -68,6 +68,17 @@ def test_bench_training_pairs_each_step_with_the_dense_step_of_its_cycle():
     assert got["cpu"]["rounds"] == pytest.approx([1.05, 1.0])
 
 
+def test_bench_training_baseline_of_two_dense_copies_is_their_mean_per_cycle():
+    B = _bench_training()
+    a = [(1, 1.0, 1.0, None, 0), (1, 2.0, 2.0, None, 1), (1, 1.0, 1.0, None, 2)]
+    b = [(1, 0.8, 1.0, None, 0), (1, 1.8, 2.0, None, 1)]  # no step in cycle 2
+    mine = [(1, 1.08, 1.0, None, 0), (1, 2.09, 2.0, None, 1), (1, 9.0, 9.0, None, 2)]
+    got = B._ratios({"a": a, "b": b, "x": mine}, base=("a", "b"), select=mine)
+    # Cycle 0: 1.08 / 0.9 = 1.2; cycle 1: 2.09 / 1.9 = 1.1; cycle 2 has no full baseline.
+    assert got["wall"]["median"] == pytest.approx(1.15)
+    assert got["cpu"]["median"] == pytest.approx(1.0)
+
+
 def test_bench_training_checks_name_each_missed_target():
     B = _bench_training()
     results = {

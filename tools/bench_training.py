@@ -9,7 +9,8 @@ Each ratio is the median over all cycles of (variant step / dense step of the cy
 cycles are grouped into rounds, and the spread (min, max, interquartile range) is over
 the rounds' medians. Both wall-clock time and the process's CPU time are measured. A
 second, identical dense model is timed alongside as an A/A control: its ratio to dense,
-``null_over_dense``, is the measurement's own error (1.0 if the timing were exact).
+``null_over_dense``, is the measurement's own error (1.0 if the timing were exact); the
+other ratios are over the mean of both dense copies' steps in the cycle.
 
 RigL updates every 100 steps. To time update steps without running hundreds of steps, the
 RigL model's step counter is moved before each round so that its middle step is an update
@@ -47,6 +48,7 @@ TARGETS = {"static_over_dense": 1.02, "rigl_over_dense": 1.05,
            "rigl_amortised_over_dense": 1.10}
 MAX_SECONDS = 300  # the default run, on 2 cores
 _KEEP = []
+DENSE = ("dense", "dense_twin")  # the baseline of our ratios: both dense copies
 
 
 def _paper_lenet5(layers, shape):
@@ -116,15 +118,22 @@ def _ratios(samples, base="dense", select=None):
     """Step-time ratios of the steps in ``select`` to the baseline's step in the same cycle
     (which ran next to it in time, so both saw the same machine state), for wall and CPU
     time: {kind: {"median": median over all cycles, "rounds": median of each round}}.
+    ``base`` is a variant or a tuple of variants (then the mean of their steps in the
+    cycle: two identical dense models differ by up to 4% on ResNet-20, see the A/A).
 
     Per-cycle pairs follow the machine's speed from step to step; on 2 cores it changes in
     phases of several steps (ResNet-20's step time moves between 0.53 and 0.62 s), which a
     per-round ratio of medians over a few steps mixes up.
     """
+    bases = (base,) if isinstance(base, str) else tuple(base)
     res = {}
     for kind, col in (("wall", 1), ("cpu", 2)):
-        base_of = {s[4]: s[col] for s in samples[base]}
-        pairs = [(s[0], s[col] / base_of[s[4]]) for s in select if base_of[s[4]] > 0]
+        by_cycle = {}
+        for b in bases:
+            for s in samples[b]:
+                by_cycle.setdefault(s[4], []).append(s[col])
+        base_of = {c: float(np.mean(v)) for c, v in by_cycle.items() if len(v) == len(bases)}
+        pairs = [(s[0], s[col] / base_of[s[4]]) for s in select if base_of.get(s[4], 0) > 0]
         rounds = sorted({r for r, _ in pairs})
         res[kind] = {
             "median": float(np.median([q for _, q in pairs])),
@@ -209,7 +218,8 @@ def bench_keras3(names, batch, rounds, steps, sparsity, seed, warmup=None, tfmot
                            ("update_step_over_dense", updates)):
             if not sel:
                 continue
-            per_cycle[label] = _ratios(samples, select=sel)
+            base = "dense" if label == "null_over_dense" else DENSE
+            per_cycle[label] = _ratios(samples, base=base, select=sel)
             for kind in ("wall", "cpu"):
                 entry.setdefault(kind, {})[label] = round(per_cycle[label][kind]["median"], 4)
                 if label != "update_step_over_dense":  # one update step per round
@@ -299,10 +309,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--models", default="lenet5,mlp,resnet20")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=20, help="timed rounds (small models)")
+    parser.add_argument("--rounds", type=int, default=16, help="timed rounds (small models)")
     parser.add_argument("--steps", type=int, default=20,
                         help="cycles (one step of each variant) per round (small models)")
-    parser.add_argument("--resnet_rounds", type=int, default=6)
+    parser.add_argument("--resnet_rounds", type=int, default=8)
     parser.add_argument("--resnet_steps", type=int, default=4)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0, help="seed of the step order")
