@@ -27,8 +27,11 @@ gradient accumulation keep step 4 on every step. Masks set from outside the step
 after they were assigned).
 
 Steps 1, 3 and 4 run in cross-replica context (``merge_call``), so under
-``tf.distribute`` every replica ends with identical masks, weights and slots. The only
-clock is ``optimizer.iterations`` (the inner optimizer's).
+``tf.distribute`` every replica ends with identical masks, weights and slots. Without a
+strategy, steps 2 and 3 form one ``tf.cond``: its update branch (one non-inlined call) runs
+the inner step and then the update, its ordinary branch only the inner step, so on an
+ordinary step the gradients feed nothing else and their masking can reuse their buffers.
+The only clock is ``optimizer.iterations`` (the inner optimizer's).
 
 Custom training loop::
 
