@@ -110,6 +110,7 @@ def _split_at_kth(flat_scores, k, kth_largest_key):
 
 
 _DIGIT = 1 << 16
+_SIDE = 1 << 8  # _DIGIT = _SIDE ** 2
 
 
 def _histogram(digits):
@@ -132,14 +133,20 @@ def _kth_largest_key(keys, k):
     # key plus 2**15, and the low 16 bits.
     high = tf.bitwise.right_shift(keys, 16) + _DIGIT // 2
     low = tf.bitwise.bitwise_and(keys, _DIGIT - 1)
-    bins = tf.range(_DIGIT, dtype=tf.int32)
+    side = tf.range(_SIDE, dtype=tf.int32)
 
     def last_bin_with(counts, need):
         # counts[b] = number of keys with digit == b; the largest b with #(digit >= b) >=
-        # need, and the number of keys in bins above it.
-        at_least = tf.cumsum(counts, reverse=True)
-        b = tf.reduce_max(tf.where(at_least >= need, bins, 0))
-        return b, at_least[b] - counts[b]
+        # need, and the number of keys in bins above it. The bins are scanned as a
+        # 256 x 256 grid, rows first (a cumulative sum over 65,536 bins costs more than
+        # the histogram itself).
+        grid = tf.reshape(counts, [_SIDE, _SIDE])
+        per_row = tf.reduce_sum(grid, axis=1)
+        row_at_least = tf.cumsum(per_row, reverse=True)
+        r = tf.reduce_max(tf.where(row_at_least >= need, side, 0))
+        at_least = tf.cumsum(grid[r], reverse=True) + (row_at_least[r] - per_row[r])
+        c = tf.reduce_max(tf.where(at_least >= need, side, 0))
+        return r * _SIDE + c, at_least[c] - grid[r][c]
 
     h_high = _histogram(high)
     b_high, n_above = last_bin_with(h_high, k)
