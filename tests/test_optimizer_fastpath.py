@@ -208,12 +208,15 @@ def test_masks_set_mid_training_reset_slots_and_keep_weights_zero():
         np.testing.assert_array_equal(m, new[key])
 
 
-def _top_level_op_counts(model):
+def _step_graph(model):
     model.fit(*_data(8), batch_size=8, epochs=1, verbose=0)
     x, y = _data(8)
     step = tf.function(lambda x, y: model.train_step((x, y)))
-    graph = step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
-    return collections.Counter(op.type for op in graph.get_operations())
+    return step.get_concrete_function(tf.constant(x), tf.constant(y)).graph
+
+
+def _top_level_op_counts(model):
+    return collections.Counter(op.type for op in _step_graph(model).get_operations())
 
 
 def test_ordinary_step_has_one_gradient_multiply_per_mask_and_no_extra_writes():
@@ -233,3 +236,18 @@ def test_ordinary_step_has_one_gradient_multiply_per_mask_and_no_extra_writes():
 def _compiled(model, opt):
     model.compile(opt, LOSS)
     return model
+
+
+def test_rewind_and_update_conds_stay_single_if_nodes():
+    # Lowered to switch/merge, each cond would run a Switch node per input (gradients,
+    # variables, slots) and its untaken branch's nodes as dead ones on every ordinary step,
+    # 4-7% of an MLP step (issue 16). Hand count: one cond for the rewind snapshot, one
+    # for the mask update (RigL's first update is due after step 100, so no step-0 cond).
+    model = rigl_tf.sparsify(_net(), 0.5, "uniform")
+    opt = rigl_tf.SparseOptimizer(O.SGD(0.1, momentum=0.9),
+                                  rigl_tf.updaters.RigL(update_freq=100), rewind_step=3)
+    graph = _step_graph(_compiled(model, opt))
+    conds = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert len(conds) == 2
+    for op in conds:
+        assert op.get_attr("_lower_using_switch_merge") is False

@@ -88,6 +88,11 @@ MUTANTS = [
            "tf.equal(step, self.rewind_step),",
            "tf.equal(step, self.rewind_step + 1),",
            (f"{T_OPT}::test_rewind_step_captures_and_restores",)),
+    Mutant("mask-update cond lowered to switch/merge", "rigl_tf.keras.optimizer",
+           'op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))',
+           "pass",
+           ("tests/test_optimizer_fastpath.py::test_rewind_and_update_conds_stay_single_if_"
+            "nodes",)),
     # ------------------------------------------------------------ updaters
     Mutant("RigL grows by |w| instead of |grad|", "rigl_tf.keras.updaters",
            "        return tf.abs(ctx.grad)\n",
@@ -129,6 +134,11 @@ MUTANTS = [
     Mutant("top-k radix ignores the keys above the threshold's bin", "rigl_tf.sparsity.masks",
            "b_low, _ = last_bin_with(h_low, k - n_above)",
            "b_low, _ = last_bin_with(h_low, k)",
+           (f"{T_SP}::test_topk_radix_selection_matches_stable_sort",)),
+    Mutant("top-k radix bin scan ignores the rows above the chosen row",
+           "rigl_tf.sparsity.masks",
+           "+ (row_at_least[r] - per_row[r])",
+           "+ 0",
            (f"{T_SP}::test_topk_radix_selection_matches_stable_sort",)),
     Mutant("top-k off by one under XLA", "rigl_tf.sparsity.masks",
            "return tf.logical_or(above, tf.logical_and(ties, tie_rank <= need))",

@@ -28,9 +28,10 @@ after they were assigned).
 
 Steps 1, 3 and 4 run in cross-replica context (``merge_call``), so under
 ``tf.distribute`` every replica ends with identical masks, weights and slots. Without a
-strategy, steps 2 and 3 form one ``tf.cond``: its update branch (one non-inlined call) runs
-the inner step and then the update, its ordinary branch only the inner step, so on an
-ordinary step the gradients feed nothing else and their masking can reuse their buffers.
+strategy, the conds of steps 1 and 3 stay single ``If`` nodes that call the taken branch
+(not lowered to switch/merge nodes, which every step would run for each input), so an
+ordinary step pays for the predicate and one node.
+
 The only clock is ``optimizer.iterations`` (the inner optimizer's).
 
 Custom training loop::
@@ -51,6 +52,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras.src.saving import serialization_lib
+from tensorflow.core.framework import attr_value_pb2
 
 from rigl_tf.keras import updaters as updaters_lib
 from rigl_tf.keras.built import _BUILT, masks_changed  # noqa: F401 (masks_changed: public)
@@ -424,7 +426,7 @@ class SparseOptimizer(WrappingOptimizer):
         step = tf.convert_to_tensor(self.iterations)
         step = tf.cast(step, tf.int64)
         if self._snapshots:
-            tf.cond(
+            _cond_call(
                 tf.equal(step, self.rewind_step),
                 lambda: self._take_snapshot(distribution, variables),
                 lambda: tf.no_op(),
@@ -434,38 +436,19 @@ class SparseOptimizer(WrappingOptimizer):
         first = self._first_event.value
         if first is not None:
             # An event due before the first update acts on the initial weights.
-            tf.cond(
+            _cond_call(
                 tf.equal(step, 0),
                 lambda: self._update_masks(distribution, tf.constant(first, tf.int64),
                                            item_grads),
                 lambda: tf.no_op(),
             )
-        if updater.name == "static":
-            self._inner_step(distribution, grads, variables)
-        else:
+        self._inner_step(distribution, grads, variables)
+        if updater.name != "static":
             # The event step of an update right after this step (Updater.event_offset).
             event = step + updater.event_offset
-            if tf.distribute.has_strategy():  # replicas need the merge_call context
-                self._inner_step(distribution, grads, variables)
-                tf.cond(updater.should_update(event),
-                        lambda: self._update_masks(distribution, event, item_grads),
-                        lambda: tf.no_op())
-            else:
-                # The inner step runs inside both branches: when the gradients are only an
-                # input of the cond (not also of a step outside it), the ordinary branch's
-                # gradient masking can reuse their buffers, and an ordinary step costs
-                # about what a static one does (tools/bench_training.py). The gradients
-                # are arguments of the update branch's call, not captures (the inner
-                # optimizer all-reduces them, which needs them in the call's graph).
-                def step_and_update(event, grads):
-                    grads = _in_graph(grads)  # a branch's own graph under XLA
-                    self._inner_step(distribution, grads, variables)
-                    return self._update_masks(distribution, event,
-                                              self._item_grads(grads, variables))
-
-                tf.cond(updater.should_update(event),
-                        lambda: _one_call(step_and_update)(event, grads),
-                        lambda: self._inner_step(distribution, _in_graph(grads), variables))
+            _cond_call(updater.should_update(event),
+                       lambda: self._update_masks(distribution, event, item_grads),
+                       lambda: tf.no_op())
         if keeps_zeros(self.inner_optimizer):
             # Masked weights stayed exact zeros in the inner step and the update wrote
             # w * keep: only weights assigned before training need the masks. They are
@@ -670,11 +653,12 @@ def _one_call(fn):
     """``fn`` as one function call that graph optimisation does not inline (inside a
     ``tf.function`` and outside XLA; elsewhere ``fn`` itself).
 
-    For ``tf.cond`` branches: on steps where a branch is not taken, the graph executor
-    still visits each of its nodes (propagating "dead" tensors); a mask update is a few
-    hundred nodes, several percent of every ordinary step of a small model (MLP 300-100
-    on CPU). Behind a non-inlined call the untaken branch is one node. An Operation
-    returned by ``fn`` becomes ``tf.no_op()``.
+    For the branches of a lowered ``tf.cond`` (under a strategy, see :func:`_cond_call`):
+    on steps where a branch is not taken, the graph executor still visits each of its nodes
+    (propagating "dead" tensors); a mask update is a few hundred nodes, several percent of
+    every ordinary step of a small model (MLP 300-100 on CPU). Behind a non-inlined call
+    the untaken branch is one node. An Operation returned by ``fn`` becomes
+    ``tf.no_op()``.
     """
     if not tf.inside_function() or masks_lib._in_xla():
         return fn
@@ -692,16 +676,25 @@ def _one_call(fn):
     return run
 
 
-def _in_graph(tensors):
-    """``tensors`` as tensors of the graph being built (a cond branch's), where Keras's
-    gradient all-reduce needs all of them: outer tensors are captured, as any op using
-    them would (no op is added)."""
+def _cond_call(pred, true_fn, false_fn):
+    """``tf.cond`` whose ``If`` op stays one node that calls the taken branch's function
+    (not lowered to switch/merge nodes), inside a ``tf.function`` with no strategy and
+    outside XLA; elsewhere ``tf.cond`` itself.
+
+    Lowered, every input of a cond (each gradient, variable and slot a branch reads) gets a
+    Switch node, and the untaken branch's nodes still run as dead ones, on every step: on
+    the MLP 300-100 (1.3 ms a CPU step) that was 4-7% of an ordinary RigL step. Unlowered,
+    an ordinary step runs the predicate, one If node and an empty branch.
+    """
+    if not tf.inside_function() or masks_lib._in_xla() or tf.distribute.has_strategy():
+        return tf.cond(pred, true_fn, false_fn)
     graph = tf.compat.v1.get_default_graph()
-    if not hasattr(graph, "capture"):  # eager, or not a function's graph
-        return list(tensors)
-    capture = lambda t: t if t.graph is graph else graph.capture(t)  # noqa: E731
-    return [None if t is None else tf.nest.map_structure(capture, t, expand_composites=True)
-            for t in tensors]
+    before = len(graph.get_operations())
+    out = tf.cond(pred, true_fn, false_fn)
+    for op in graph.get_operations()[before:]:
+        if op.type in ("If", "StatelessIf"):
+            op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return out
 
 
 def _mask_assign(var, mask):
