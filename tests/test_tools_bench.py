@@ -79,6 +79,32 @@ def test_bench_training_baseline_of_two_dense_copies_is_their_mean_per_cycle():
     assert got["cpu"]["median"] == pytest.approx(1.0)
 
 
+def test_bench_training_times_steps_with_the_collector_off_and_turns_it_back_on():
+    import gc
+
+    B = _bench_training()
+    seen = []
+
+    class Step:
+        def __init__(self, fail):
+            self.fail = fail
+
+        def train_function(self, iterator):
+            seen.append(gc.isenabled())
+            if self.fail and len(seen) == 3:
+                raise RuntimeError("step failed")
+
+    out = B._interleave({"a": Step(False), "b": Step(False)}, {"a": None, "b": None},
+                        rounds=1, steps=2, seed=0)
+    # Round 0 (warm-up) and round 1, two cycles each, two variants: 8 steps, 4 timed each.
+    assert seen == [False] * 8 and gc.isenabled()
+    assert [s[4] for s in out["a"]] == [2, 3]
+    seen.clear()
+    with pytest.raises(RuntimeError):
+        B._interleave({"a": Step(True)}, {"a": None}, rounds=1, steps=2, seed=0)
+    assert gc.isenabled()
+
+
 def test_bench_training_checks_name_each_missed_target():
     B = _bench_training()
     results = {
