@@ -432,7 +432,8 @@ class SparseOptimizer(WrappingOptimizer):
                 lambda: tf.no_op(),
             )
         updater = self.updater
-        item_grads = self._item_grads(grads, variables)
+        by_id = {id(v): g for g, v in zip(grads, variables)}
+        item_grads = [by_id.get(id(it.var)) for it in self.masked_items]
         first = self._first_event.value
         if first is not None:
             # An event due before the first update acts on the initial weights.
@@ -442,7 +443,12 @@ class SparseOptimizer(WrappingOptimizer):
                                            item_grads),
                 lambda: tf.no_op(),
             )
-        self._inner_step(distribution, grads, variables)
+        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
+        if updater.needs_state:
+            reduced = self._reduce(distribution, item_grads)
+            for state, g in zip(self._states, reduced):
+                if g is not None:
+                    state.assign(updater.observe(state, tf.cast(g, state.dtype)))
         if updater.name != "static":
             # The event step of an update right after this step (Updater.event_offset).
             event = step + updater.event_offset
@@ -461,23 +467,6 @@ class SparseOptimizer(WrappingOptimizer):
                 tf.cond(tf.equal(step, 0), lambda: self._apply_masks(distribution), tf.no_op)
         else:
             self._apply_masks(distribution)
-
-    def _item_grads(self, grads, variables):
-        """The gradients of the masked weights, in ``masked_items`` order."""
-        by_id = {id(v): g for g, v in zip(grads, variables)}
-        return [by_id.get(id(it.var)) for it in self.masked_items]
-
-    def _inner_step(self, distribution, grads, variables):
-        """The inner optimizer's step on masked gradients, then the updater's per-step
-        state."""
-        distribution.extended.call_for_each_replica(self._replica_step, args=(grads, variables))
-        updater = self.updater
-        if updater.needs_state:
-            reduced = self._reduce(distribution, self._item_grads(grads, variables))
-            for state, g in zip(self._states, reduced):
-                if g is not None:
-                    state.assign(updater.observe(state, tf.cast(g, state.dtype)))
-        return tf.no_op()
 
     def _apply_masks(self, distribution):
         for item in self.masked_items:

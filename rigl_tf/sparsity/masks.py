@@ -144,9 +144,10 @@ def _kth_largest_key(keys, k):
         per_row = tf.reduce_sum(grid, axis=1)
         row_at_least = tf.cumsum(per_row, reverse=True)
         r = tf.reduce_max(tf.where(row_at_least >= need, side, 0))
-        at_least = tf.cumsum(grid[r], reverse=True) + (row_at_least[r] - per_row[r])
+        row = grid[r]
+        at_least = tf.cumsum(row, reverse=True) + (row_at_least[r] - per_row[r])
         c = tf.reduce_max(tf.where(at_least >= need, side, 0))
-        return r * _SIDE + c, at_least[c] - grid[r][c]
+        return r * _SIDE + c, at_least[c] - row[c]
 
     h_high = _histogram(high)
     b_high, n_above = last_bin_with(h_high, k)
