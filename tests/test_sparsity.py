@@ -125,11 +125,12 @@ def test_topk_mask_tensor_k_in_function_and_xla():
         assert f(tf.constant(k)).numpy().sum() == k
 
 
-@pytest.mark.parametrize("case", ["same_high_digit", "spread", "neg_inf", "large"])
+@pytest.mark.parametrize("case", ["same_high_digit", "spread", "neg_inf", "signed_zeros",
+                                  "large"])
 def test_topk_radix_selection_matches_stable_sort(case):
     # The radix selection finds the k-th largest key from its high 16 bits, then its low
     # 16 bits: scores that share the high bits (1.0 + i ulp), that span many bins, half
-    # -inf, and more scores than histogram bins. Expected: numpy's stable argsort (written
+    # -inf, signed zeros, and more scores than histogram bins. Expected: numpy's stable argsort (written
     # out here), and the XLA path (bisection) must agree.
     rng = np.random.RandomState(7)
     if case == "same_high_digit":
@@ -139,6 +140,10 @@ def test_topk_radix_selection_matches_stable_sort(case):
     elif case == "neg_inf":
         scores = rng.randn(3000).astype(np.float32)
         scores[rng.rand(3000) < 0.5] = -np.inf
+    elif case == "signed_zeros":
+        # -0.0 and +0.0 compare equal: ties, taken in index order (a score such as
+        # w * g is -0.0 wherever w = 0 and g < 0).
+        scores = rng.choice(np.array([-0.0, 0.0, 1.0, -1.0], np.float32), 3000)
     else:
         scores = rng.randint(-50, 50, 70_000).astype(np.float32) * np.float32(0.25)
     n = scores.size

@@ -33,8 +33,14 @@ def stateless_seed(seed, step=0, index=0):
 
 
 def _sortable_int(scores):
-    """Maps float32 scores to int32 keys with the same order (-inf lowest)."""
+    """Maps float32 scores to int32 keys with the same order (-inf lowest).
+
+    -0.0 and +0.0 get the same key (they compare equal, so a stable sort, ``tf.math.top_k``
+    and :func:`topk_mask_np` break their ties by index); bit patterns alone would order
+    -0.0 below +0.0.
+    """
     bits = tf.bitcast(tf.cast(scores, tf.float32), tf.int32)
+    bits = tf.where(tf.equal(bits, tf.int32.min), tf.zeros_like(bits), bits)  # -0.0 -> +0.0
     # Negative floats order backwards as integers: flip their magnitude bits.
     return tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(
         tf.bitwise.right_shift(bits, 31), tf.constant(0x7FFFFFFF, tf.int32)))
