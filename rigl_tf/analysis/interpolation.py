@@ -100,11 +100,14 @@ def _value_at(alphas, values, target):
 
 
 def error_barrier(result):
-    """Barrier heights of an interpolation path (Frankle et al. 2020).
+    """Barrier heights of an interpolation path.
 
     barrier = max over alpha in [0, 1] of value(alpha) - ((1 - alpha) value(0) + alpha
-    value(1)), for the loss and for the error (1 - accuracy). Points outside [0, 1] are
-    ignored; the endpoints contribute 0, so a barrier is never negative.
+    value(1)), for the loss and for the error (1 - accuracy): the rise above the straight
+    line between the endpoint values (the form of Entezari et al. 2022). Frankle et al.
+    (2020) measure the rise above the mean of the two endpoint values; both agree when the
+    endpoint values are equal. Points outside [0, 1] are ignored; the endpoints contribute
+    0, so a barrier is never negative.
 
     Args:
       result: a dict from `interpolate` (needs `alphas`, `loss`, `error`; alphas must
