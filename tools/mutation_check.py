@@ -51,6 +51,7 @@ class Mutant:
 T_OPT = "tests/test_optimizer.py"
 T_SP = "tests/test_sparsity.py"
 T_DS = "tests/test_datasets.py"
+T_LC = "tests/test_lottery_claims.py"
 
 MUTANTS = [
     # ------------------------------------------------------------ optimizer
@@ -190,6 +191,39 @@ MUTANTS = [
            "values = noise * tf.sqrt(variance)",
            (f"{T_SP}::test_unit_scaled_per_unit_fan",)),
     # ------------------------------------------------------------ lottery
+    Mutant("prune_by_fraction ignores the current density", "rigl_tf.lottery.importance",
+           "return prune_masks(weights, masks, current * (1.0 - fraction), **kwargs)",
+           "return prune_masks(weights, masks, 1.0 - fraction, **kwargs)",
+           (f"{T_LC}::test_prune_by_fraction_prunes_a_fraction_of_the_remaining_weights",)),
+    Mutant("layerwise pruning revives pruned weights", "rigl_tf.lottery.importance",
+           "count = min(counts[k], active[k])",
+           "count = counts[k]",
+           (f"{T_LC}::test_layerwise_pruning_never_revives_a_pruned_weight",)),
+    Mutant("adaptive p rejected at exactly dense loss + epsilon", "rigl_tf.lottery.adaptive",
+           "accepted = bool(np.isfinite(value) and value <= threshold)",
+           "accepted = bool(np.isfinite(value) and value < threshold)",
+           (f"{T_LC}::test_adaptive_fraction_accepted_at_exactly_the_threshold",)),
+    Mutant("levels_to_reach needs density strictly below the target", "rigl_tf.lottery.adaptive",
+           "if d <= goal + 1e-9:",
+           "if d < goal:",
+           (f"{T_LC}::test_levels_to_reach_counts_a_density_exactly_at_the_target",)),
+    Mutant("jackpot judged against D - gap instead of D - similar", "rigl_tf.lottery.verdict",
+           'return "jackpot" if lottery >= dense - similar else "secondary prize"',
+           'return "jackpot" if lottery >= dense - gap else "secondary prize"',
+           (f"{T_LC}::test_jackpot_uses_the_similar_threshold_against_dense",)),
+    Mutant("inconclusive band open at LT - RR == gap", "rigl_tf.lottery.verdict",
+           "if diff <= gap:",
+           "if diff < gap:",
+           (f"{T_LC}::test_inconclusive_band_is_closed_at_gap",)),
+    Mutant("repellent cosine on the unmasked current weights", "rigl_tf.lottery.repellent",
+           "current = flatten_masked(weights, masks)",
+           "current = flatten_masked(weights)",
+           ("tests/test_lottery_repellent.py::test_value_with_mask_strength_and_several_optima",
+            f"{T_LC}::test_repellent_ignores_pruned_entries_of_the_current_weights")),
+    Mutant("shuffle_masks reuses one permutation for every layer", "rigl_tf.lottery.branches",
+           "np.random.default_rng([int(seed), i])",
+           "np.random.default_rng([int(seed), 0])",
+           (f"{T_LC}::test_shuffle_masks_permutes_each_layer_with_its_own_stream",)),
     Mutant("IMP prunes the largest weights", "rigl_tf.lottery.importance",
            "def _magnitude(a):\n    return a\n",
            "def _magnitude(a):\n    return -a\n",
@@ -220,6 +254,52 @@ MUTANTS = [
            "matrix = np.where(computed, matrix, matrix.T)",
            "matrix = np.where(computed, matrix, 0.0)",
            ("tests/test_analysis_hessian.py::test_hessian_equals_nested_tape",)),
+    Mutant("gradient flow averages per-batch mean gradients", "rigl_tf.analysis.gradient_flow",
+           "            acc.assign_add(tf.cast(g, tf.float64))\n",
+           # Each batch's summed gradient rescaled to a full batch: exact when every batch is
+           # full, wrong (the last, short batch over-weighted) otherwise.
+           "            acc.assign_add(tf.cast(g, tf.float64) * batch_size\n"
+           "                           / tf.cast(tf.shape(x)[0], tf.float64))\n",
+           ("tests/test_analysis_gradient_flow.py::test_gradient_norm_equals_direct_"
+            "computation",)),
+    Mutant("gradient flow ignores the masks", "rigl_tf.analysis.gradient_flow",
+           "grads.append(g if mask is None else g * mask)",
+           "grads.append(g)",
+           ("tests/test_analysis_gradient_flow.py::test_mean_gradients_are_masked_and_"
+            "dataset_matches_arrays",)),
+    Mutant("barrier measured from the mean of the endpoints", "rigl_tf.analysis.interpolation",
+           "gaps = values[inside] - ((1.0 - alphas[inside]) * v0 + alphas[inside] * v1)",
+           "gaps = values[inside] - 0.5 * (v0 + v1)",
+           ("tests/test_analysis_claims.py::test_error_barrier_subtracts_the_linear_"
+            "interpolation_of_unequal_endpoints",)),
+    Mutant("barrier includes alphas outside [0, 1]", "rigl_tf.analysis.interpolation",
+           "inside = (alphas >= -1e-9) & (alphas <= 1 + 1e-9)",
+           "inside = np.ones(alphas.shape, bool)",
+           ("tests/test_analysis_claims.py::test_error_barrier_subtracts_the_linear_"
+            "interpolation_of_unequal_endpoints",
+            "tests/test_analysis_interpolation.py::test_error_barrier_by_hand")),
+    Mutant("ensemble averages log-probabilities", "rigl_tf.analysis.similarity",
+           "return accuracy(np.mean(probs_list, axis=0), labels)",
+           "return accuracy(np.mean(np.log(np.maximum(probs_list, EPS)), axis=0), labels)",
+           ("tests/test_analysis_claims.py::test_ensemble_averages_probabilities_not_log_"
+            "probabilities",)),
+    Mutant("MDS on the distances instead of their squares", "rigl_tf.analysis.distances",
+           "b = -0.5 * j @ (d**2) @ j",
+           "b = -0.5 * j @ d @ j",
+           ("tests/test_analysis_distances.py::test_mds_reproduces_euclidean_distances_"
+            "in_2d",)),
+    Mutant("angular distance on the union of the supports", "rigl_tf.analysis.distances",
+           "x & y for x, y in zip(_support(a, masks_a, \"masks_a\"), "
+           "_support(b, masks_b, \"masks_b\"))",
+           "x | y for x, y in zip(_support(a, masks_a, \"masks_a\"), "
+           "_support(b, masks_b, \"masks_b\"))",
+           ("tests/test_analysis_distances.py::test_angular_distance_identical_random_"
+            "opposite_and_masked",)),
+    Mutant("correlation indicator total unweighted by layer size", "rigl_tf.analysis.tickets",
+           "        num += overlap * x.size\n        den += x.size\n",
+           "        num += overlap\n        den += 1\n",
+           ("tests/test_analysis_claims.py::test_correlation_indicator_total_is_weighted_"
+            "by_layer_size",)),
     Mutant("disagreement on probabilities instead of argmax", "rigl_tf.analysis.similarity",
            "return float(np.mean(np.argmax(p, axis=1) != np.argmax(q, axis=1)))",
            "return float(np.mean(np.any(p != q, axis=1)))",
